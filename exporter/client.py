@@ -1,0 +1,217 @@
+"""Fetch pages of voice logs from Infobip over HTTP.
+
+Every failure leaves this module as one `ApiError` whose `reason` is the label the poll-error
+metric uses, and whose `detail` quotes what the API said (either of its error body shapes), or
+says that the body was not JSON at all. Credentials never appear in an error or a log line.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+
+import httpx
+import orjson
+
+from exporter import __version__
+
+log = logging.getLogger(__name__)
+
+LOGS_PATH = "/tts/3/logs"
+
+
+class ApiError(Exception):
+    """A call to the logs endpoint that gave no usable answer."""
+
+    def __init__(
+        self,
+        reason: str,
+        detail: str,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+        self.status = status
+        self.retry_after = retry_after
+
+
+class Credentials:
+    """The Authorization header, from a key, a key file, or a user name and password.
+
+    Files are read again whenever their modification time changes, so a rotated Secret is
+    picked up at the next request without a restart.
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        api_key_file: Path | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        password_file: Path | None = None,
+    ) -> None:
+        self._api_key = api_key
+        self._api_key_file = api_key_file
+        self._username = username
+        self._password = password
+        self._password_file = password_file
+        self._cache: dict[Path, tuple[float, str]] = {}
+
+    def header(self) -> str:
+        if self._api_key_file is not None:
+            return f"App {self._read(self._api_key_file)}"
+        if self._api_key is not None:
+            return f"App {self._api_key}"
+        password = self._password or ""
+        if self._password_file is not None:
+            password = self._read(self._password_file)
+        pair = f"{self._username}:{password}".encode()
+        return f"Basic {base64.b64encode(pair).decode()}"
+
+    def _read(self, path: Path) -> str:
+        try:
+            mtime = path.stat().st_mtime
+            cached = self._cache.get(path)
+            if cached is not None and cached[0] == mtime:
+                return cached[1]
+            value = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            detail = f"credential file {path} unreadable: {exc.strerror}"
+            raise ApiError("unauthorized", detail) from exc
+        if cached is not None:
+            log.info("credential file changed, reloaded path=%s", path)
+        self._cache[path] = (mtime, value)
+        return value
+
+
+class RateLimiter:
+    """At most `per_minute` requests in any 60 seconds, shared by every poll."""
+
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_minute = per_minute
+        self._clock = clock
+        self._sent: deque[float] = deque()
+        self._lock = threading.Lock()
+
+    def wait_time(self) -> float:
+        """Seconds until one more request is allowed; 0 when it is allowed now."""
+        with self._lock:
+            now = self._clock()
+            while self._sent and self._sent[0] <= now - 60:
+                self._sent.popleft()
+            if len(self._sent) < self.per_minute:
+                return 0.0
+            return self._sent[0] + 60 - now
+
+    def record(self) -> None:
+        with self._lock:
+            self._sent.append(self._clock())
+
+
+class LogsClient:
+    """One HTTP client for one account's logs endpoint."""
+
+    def __init__(
+        self,
+        base_url: str,
+        credentials: Credentials,
+        timeout: float,
+        on_request: Callable[[str], None] = lambda code: None,
+    ) -> None:
+        self._credentials = credentials
+        self._on_request = on_request
+        self._http = httpx.Client(
+            base_url=base_url.rstrip("/"),
+            timeout=timeout,
+            headers={
+                "Accept": "application/json",
+                "User-Agent": f"infobip-voice-exporter/{__version__}",
+            },
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def fetch(self, params: Mapping[str, str | Sequence[str]]) -> bytes:
+        """The body of one successful GET of the logs endpoint.
+
+        httpx percent-encodes every query value, so the `+` of an offset travels as `%2B`.
+        """
+        headers = {"Authorization": self._credentials.header()}
+        try:
+            response = self._http.get(LOGS_PATH, params=params, headers=headers)
+        except httpx.TimeoutException as exc:
+            self._on_request("timeout")
+            raise ApiError(
+                "timeout", f"no answer within the timeout ({type(exc).__name__})"
+            ) from exc
+        except httpx.TransportError as exc:
+            self._on_request("connection_error")
+            raise ApiError("connection_error", _transport_detail(exc)) from exc
+
+        self._on_request(str(response.status_code))
+        if response.status_code == 200:
+            return response.content
+        raise _error_from(response)
+
+
+def _error_from(response: httpx.Response) -> ApiError:
+    status = response.status_code
+    detail = f"HTTP {status}: {_said(response.content)}"
+    if status == 401:
+        return ApiError("unauthorized", detail, status)
+    if status == 403:
+        return ApiError("forbidden", detail, status)
+    if status == 429:
+        return ApiError("rate_limited", detail, status, _retry_after(response))
+    if status >= 500:
+        return ApiError("server_error", detail, status, _retry_after(response))
+    return ApiError("bad_response", detail, status)
+
+
+def _said(body: bytes) -> str:
+    """What an error body says, from either of the API's two shapes, or what it looks like."""
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        start = body.lstrip()[:1]
+        kind = "an HTML page" if start == b"<" else "a body that is not JSON"
+        return f"{kind} of {len(body)} bytes"
+    if isinstance(document, dict):
+        request_error = document.get("requestError")
+        if isinstance(request_error, dict):
+            exception = request_error.get("serviceException") or request_error.get(
+                "policyException"
+            )
+            if isinstance(exception, dict):
+                return f"{exception.get('messageId')}: {exception.get('text')}"
+        if "errorCode" in document:
+            return f"{document.get('errorCode')}: {document.get('description')}"
+    return f"a JSON body of {len(body)} bytes"
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, moment.timestamp() - time.time())
+
+
+def _transport_detail(exc: httpx.TransportError) -> str:
+    # The exception text names the host and the reason, never the Authorization header.
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
