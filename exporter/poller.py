@@ -195,23 +195,29 @@ class Poller:
 
     def _read_window(self, plan: Plan, window: Window) -> None:
         limit = self.settings.page_size
+        tie_at: float | None = None
         while True:
             params = self._params(window.since, window.until, limit)
             records, size = self._fetch(plan, params)
-            added = self._merge(plan, records)
+            self._merge(plan, records)
             if size < limit:
                 return
             oldest = min((r.sent_at for r in records if r.sent_at is not None), default=None)
             if oldest is None or oldest <= window.since:
                 return
-            if added == 0:
-                # A whole page shares one millisecond: read it by status group, then step past.
-                self._read_tie(plan, oldest)
-                window.until = oldest - TICK
-            else:
+            if window.until is None or oldest + TICK < window.until - TICK / 2:
                 # One tick past the oldest: whether the API's bound is inclusive or not, every
                 # record of that millisecond comes back, and merging drops the repeats.
                 window.until = oldest + TICK
+            elif tie_at != oldest:
+                # The page holds nothing but one millisecond, which no sentUntil can page
+                # through: read it by status group, then step past it.
+                self._read_tie(plan, oldest)
+                tie_at = oldest
+                window.until = oldest
+            else:
+                # The bound turned out to be inclusive: step one tick further.
+                window.until = oldest - TICK
 
     def _read_tie(self, plan: Plan, moment: float) -> None:
         limit = self.settings.page_size
@@ -289,19 +295,13 @@ class Poller:
             raise Stopped
 
     @staticmethod
-    def _merge(plan: Plan, records: Iterable[VoiceLog]) -> int:
-        """Add records by messageId; a final status beats a pending one. Returns how many
-        messageIds were new to this plan."""
+    def _merge(plan: Plan, records: Iterable[VoiceLog]) -> None:
+        """Add records by messageId; a final status beats a pending one."""
         seen = plan.records
-        added = 0
         for record in records:
             known = seen.get(record.message_id)
-            if known is None:
-                added += 1
+            if known is None or (record.status.final and not known.status.final):
                 seen[record.message_id] = record
-            elif record.status.final and not known.status.final:
-                seen[record.message_id] = record
-        return added
 
     def _commit(self, plan: Plan) -> None:
         now = self.clock()

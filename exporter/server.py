@@ -224,7 +224,9 @@ class HttpServer:
         self.httpd = make_server(host, port, app, server_class, _QuietHandler)
         self.httpd.tls = tls
         self.scheme = "https" if tls is not None else "http"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, name="http", daemon=True)
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, args=(0.1,), name="http", daemon=True
+        )
 
     @property
     def address(self) -> str:

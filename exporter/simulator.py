@@ -204,6 +204,7 @@ class Simulator:
             self._generated_until = now - backfill
             self._generate(now)
         self.server: ThreadingHTTPServer | None = None
+        self.url = ""
 
     # Traffic
 
@@ -460,8 +461,9 @@ class Simulator:
 
         self.server = ThreadingHTTPServer((host, port), Handler)
         self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return f"http://{host}:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+        self.url = f"http://{host}:{self.server.server_address[1]}"
+        return self.url
 
     def stop(self) -> None:
         if self.server is not None:
