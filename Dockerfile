@@ -1,13 +1,12 @@
-# syntax=docker/dockerfile:1
-#
 # Container image of infobip-voice-exporter.
 #
 #   docker build -t infobip-voice-exporter .
 #   docker run -p 9877:9877 -e INFOBIP_BASE_URL -e INFOBIP_API_KEY infobip-voice-exporter
 #
 # The builder stage turns the source into a wheel and installs it, with its dependencies, into
-# a virtual environment; the final stage receives that environment and nothing else. Every
-# dependency ships binary wheels for Linux, so neither stage needs a compiler.
+# a virtual environment; the final stage takes that environment and the default configuration
+# (deploy/docker/config.yaml), nothing else. Every dependency ships binary wheels for Linux, so
+# neither stage needs a compiler.
 # tests/test_dockerfile.py replays the builder's RUN steps in a scratch directory: keep every
 # path in them relative to WORKDIR or spelled through an ENV variable.
 
@@ -48,7 +47,9 @@ WORKDIR /var/lib/infobip-voice-exporter
 EXPOSE 9877
 
 # The slim image has no curl; the interpreter is already there. /healthz answers 200 while the
-# poll loop lives, whatever the Infobip API does, so a failing API never restarts the container.
+# poll loop lives, whatever the Infobip API does, so a failing API never marks the container
+# unhealthy. A configuration that moves server.listen off port 9877, or serves TLS through
+# server.web_config_file, needs its own `docker run --health-cmd`.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=15s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:9877/healthz', timeout=4).status != 200)"]
 

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,12 +89,16 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry).decode()
 
 
+_FIELD = re.compile(r"""(\w+)=('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|\S+)""")
+
+
 def _fields(message: str) -> list[tuple[str, str]]:
+    """The key=value pairs of a log message; quoted values lose their quotes."""
     pairs = []
-    for word in message.split(" "):
-        key, sep, value = word.partition("=")
-        if sep and key.isidentifier():
-            pairs.append((key, value.strip("'\"")))
+    for key, value in _FIELD.findall(message):
+        if value[:1] in ("'", '"') and value[-1:] == value[:1]:
+            value = value[1:-1]
+        pairs.append((key, value))
     return pairs
 
 
@@ -102,7 +108,7 @@ def setup_logging(level: str, fmt: str) -> None:
         handler.setFormatter(JsonFormatter())
     else:
         formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
-        formatter.converter = __import__("time").gmtime
+        formatter.converter = time.gmtime
         handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -136,6 +136,8 @@ class SqliteLedger(Ledger):
         db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
+        # A read-only root file system leaves SQLite no place for temporary files.
+        db.execute("PRAGMA temp_store=MEMORY")
         db.executescript(_SCHEMA)
         return db
 

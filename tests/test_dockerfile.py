@@ -13,6 +13,7 @@ import os
 import re
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from pathlib import Path
 import pytest
 
 import exporter
+from tests.procs import running_exporter
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
@@ -219,15 +221,44 @@ def test_the_image_runs_as_a_numeric_user_and_serves_the_contract_port() -> None
     }
 
 
-def test_the_healthcheck_asks_healthz_on_the_contract_port_with_python() -> None:
-    """The slim image has no curl, so the HEALTHCHECK is a python one-liner on /healthz."""
+def healthcheck_command() -> list[str]:
     _, final = dockerfile_stages()
-
     (healthcheck,) = final.arguments_of("HEALTHCHECK")
-    command = json.loads(healthcheck.partition("CMD ")[2])
+    return json.loads(healthcheck.partition("CMD ")[2])
+
+
+def test_the_healthcheck_passes_against_a_running_exporter() -> None:
+    """The HEALTHCHECK's python one-liner exits 0 when /healthz answers on its address."""
+    command = healthcheck_command()
+
+    with running_exporter(["--demo"]) as running:
+        address = running.base_url.removeprefix("http://")
+        code = command[2].replace("127.0.0.1:9877", address)
+        result = subprocess.run(
+            [sys.executable, command[1], code], capture_output=True, text=True, timeout=30
+        )
 
     assert command[:2] == ["python", "-c"]
     assert "'http://127.0.0.1:9877/healthz'" in command[2]
+    assert (result.returncode, result.stderr) == (0, "")
+
+
+def test_the_healthcheck_fails_with_exit_1_when_nothing_answers() -> None:
+    """Docker reads exit 1 as unhealthy (2 is reserved): a refused connection must give 1."""
+    command = healthcheck_command()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = f"127.0.0.1:{probe.getsockname()[1]}"
+
+    result = subprocess.run(
+        [sys.executable, command[1], command[2].replace("127.0.0.1:9877", closed)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+    assert result.returncode == 1
+    assert "ConnectionRefusedError" in result.stderr
 
 
 def test_the_builder_steps_name_no_absolute_path_so_they_can_be_replayed() -> None:
@@ -265,7 +296,7 @@ def test_dockerignore_leaves_only_the_files_the_build_copies_in_the_context(
 def test_the_builder_steps_install_a_venv_whose_console_script_checks_the_baked_config(
     tmp_path: Path,
 ) -> None:
-    """Replaying the builder's RUN steps yields the console script; the image's CMD validates."""
+    """The replayed RUN steps give a console script that accepts the baked and example configs."""
     builder, final = dockerfile_stages()
     image = FakeImage(tmp_path / "root", build_context(tmp_path / "context"))
     steps = {"ENV": image.apply_env, "WORKDIR": image.apply_workdir, "COPY": image.apply_copy}
@@ -287,12 +318,17 @@ def test_the_builder_steps_install_a_venv_whose_console_script_checks_the_baked_
         str(image.inside(word)) if word.startswith("/") else word
         for word in json.loads(final.arguments_of("CMD")[0])
     ]
+    script = shutil.which(entrypoint[0], path=image.env["PATH"])
     image.env |= {"INFOBIP_BASE_URL": "https://xxxxx.api.infobip.com", "INFOBIP_API_KEY": "k"}
     version = image.run(shlex.join([*entrypoint, "--version"]))
     check = image.run(shlex.join([*entrypoint, *cmd, "--check-config"]))
+    example = ROOT / "config.example.yaml"
+    check_example = image.run(shlex.join([*entrypoint, "--check-config", "--config", str(example)]))
 
+    assert script == str(image.inside("/opt/infobip-voice-exporter/bin/infobip-voice-exporter"))
     assert (version.returncode, version.stdout) == (
         0,
         f"infobip-voice-exporter {exporter.__version__}\n",
     )
     assert (check.returncode, check.stderr) == (0, "config ok\n")
+    assert (check_example.returncode, check_example.stderr) == (0, "config ok\n")
