@@ -73,6 +73,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 class JsonFormatter(logging.Formatter):
     """One JSON object a line: time, level, logger, message, and the key=value fields."""
 
+    converter = time.gmtime  # the time field ends in Z, whatever the host's time zone
+
     def format(self, record: logging.LogRecord) -> str:
         message = record.getMessage()
         entry: dict[str, object] = {

@@ -9,7 +9,7 @@ becomes `None` and the later steps decide what that means.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -22,6 +22,21 @@ FINAL_GROUPS = ("DELIVERED", "UNDELIVERABLE", "EXPIRED", "REJECTED")
 """The final status groups the API documents; others are final too, under their own name."""
 
 _GROUP_NAMES = {1: "PENDING", 2: "UNDELIVERABLE", 3: "DELIVERED", 4: "EXPIRED", 5: "REJECTED"}
+
+# A page holds a thousand records but only a handful of distinct statuses, errors and prices,
+# and its timestamps share their date, time to the second and offset with their neighbours.
+# What each distinct value parses to is remembered, keyed by everything the result depends on;
+# the parsed objects are frozen, so records may share them. Each table is emptied when it
+# reaches _REMEMBERED entries, which bounds memory whatever the API sends.
+_REMEMBERED = 4096
+_UNSEEN = object()
+_statuses: dict[tuple[Any, ...], Status | None] = {}
+_errors: dict[tuple[Any, ...], Error] = {}
+_prices: dict[tuple[Any, ...], Price | None] = {}
+_whole_seconds: dict[str, int] = {}
+_MILLIS = {f"{n:03d}": n * 1000 for n in range(1000)}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 class BadResponseError(ValueError):
@@ -85,6 +100,14 @@ def parse_timestamp(value: object) -> float | None:
     """
     if not isinstance(value, str):
         return None
+    if len(value) == 28 and value[19] == ".":
+        # The API's own form, `2015-02-23T17:40:31.773+0100`: the instant of the whole second
+        # is remembered, and the milliseconds added as datetime.timestamp() would.
+        micros = _MILLIS.get(value[20:23])
+        if micros is not None:
+            base = _whole_second(value[:19] + value[23:])
+            if base is not None:
+                return (base + micros) / 1_000_000
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
@@ -94,6 +117,36 @@ def parse_timestamp(value: object) -> float | None:
         # latency by the machine's zone, so it is taken as UTC.
         moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
+
+
+def _whole_second(text: str) -> int | None:
+    """Microseconds since the epoch of `2015-02-23T17:40:31+0100`, or None for another form."""
+    base = _whole_seconds.get(text)
+    if base is not None:
+        return base
+    if (
+        text[4] != "-"
+        or text[7] != "-"
+        or text[10] != "T"
+        or text[13] != ":"
+        or text[16] != ":"
+        or text[19] not in "+-"
+        or text[11:13] == "24"
+    ):
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    base = (moment - _EPOCH) // _MICROSECOND
+    _remember(_whole_seconds, text, base)
+    return base
+
+
+def _remember(table: dict[Any, Any], key: Any, value: Any) -> None:
+    if len(table) >= _REMEMBERED:
+        table.clear()
+    table[key] = value
 
 
 def format_timestamp(seconds: float) -> str:
@@ -138,37 +191,66 @@ def parse_record(raw: Any) -> tuple[VoiceLog | None, str]:
     if status is None:
         return None, "no_status"
 
+    # Positional: the fields in declaration order, which is measurably faster than keywords.
     return VoiceLog(
-        message_id=message_id,
-        sent_at=parse_timestamp(raw.get("sentAt")),
-        done_at=parse_timestamp(raw.get("doneAt")),
-        duration=_duration(raw.get("duration")),
-        mcc_mnc=_text(raw.get("mccMnc", raw.get("mccmnc"))),
-        price=_price(raw.get("price")),
-        status=status,
-        error=_error(raw.get("error")),
+        message_id,
+        parse_timestamp(raw.get("sentAt")),
+        parse_timestamp(raw.get("doneAt")),
+        _duration(raw.get("duration")),
+        _text(raw.get("mccMnc", raw.get("mccmnc"))),
+        _price(raw.get("price")),
+        status,
+        _error(raw.get("error")),
     ), ""
 
 
 def _status(raw: Any) -> Status | None:
     if not isinstance(raw, dict):
         return None
-    group = _text(raw.get("groupName"))
+    # The result depends on these values alone, and equal values give equal results.
+    key = (raw.get("groupName"), raw.get("groupId"), raw.get("name"))
+    try:
+        status = _statuses.get(key, _UNSEEN)
+    except TypeError:  # a list or an object where a name was expected
+        return _new_status(*key)
+    if status is _UNSEEN:
+        status = _new_status(*key)
+        _remember(_statuses, key, status)
+    return status  # type: ignore[return-value]
+
+
+def _new_status(group_name: Any, group_id: Any, name: Any) -> Status | None:
+    group = _text(group_name)
     if group is None:
-        group = _GROUP_NAMES.get(raw.get("groupId"))  # type: ignore[arg-type]
+        group = _GROUP_NAMES.get(group_id)
     if group is None:
         return None
-    return Status(group=group.upper(), name=_text(raw.get("name")) or group.upper())
+    return Status(group=group.upper(), name=_text(name) or group.upper())
 
 
 def _error(raw: Any) -> Error | None:
     if not isinstance(raw, dict):
         return None
+    group = raw.get("groupName")
+    name = raw.get("name")
     error_id = raw.get("id")
     permanent = raw.get("permanent")
+    # With the types in the key, 1, 1.0 and true, which are equal, stay apart.
+    key = (group, name, error_id, type(error_id), permanent, type(permanent))
+    try:
+        error = _errors.get(key)
+    except TypeError:
+        return _new_error(group, name, error_id, permanent)
+    if error is None:
+        error = _new_error(group, name, error_id, permanent)
+        _remember(_errors, key, error)
+    return error
+
+
+def _new_error(group: Any, name: Any, error_id: Any, permanent: Any) -> Error:
     return Error(
-        group=_text(raw.get("groupName")) or "UNKNOWN",
-        name=_text(raw.get("name")) or "UNKNOWN",
+        group=_text(group) or "UNKNOWN",
+        name=_text(name) or "UNKNOWN",
         id=error_id if isinstance(error_id, int) and not isinstance(error_id, bool) else None,
         permanent=permanent if isinstance(permanent, bool) else None,
     )
@@ -180,6 +262,22 @@ def _price(raw: Any) -> Price | None:
     amount = raw.get("pricePerSecond", raw.get("pricePerMessage"))
     if amount is None or isinstance(amount, bool):
         return None
+    currency = raw.get("currency")
+    if amount == 0:
+        # 0.0 and -0.0 are equal but give different Decimals: not worth remembering.
+        return _new_price(amount, currency)
+    key = (amount, type(amount), currency)
+    try:
+        price = _prices.get(key, _UNSEEN)
+    except TypeError:
+        return _new_price(amount, currency)
+    if price is _UNSEEN:
+        price = _new_price(amount, currency)
+        _remember(_prices, key, price)
+    return price  # type: ignore[return-value]
+
+
+def _new_price(amount: Any, currency: Any) -> Price | None:
     try:
         # repr() of a float is its shortest exact decimal form, so 0.00787679 stays that.
         per_second = Decimal(repr(amount) if isinstance(amount, float) else str(amount))
@@ -187,7 +285,7 @@ def _price(raw: Any) -> Price | None:
         return None
     if not per_second.is_finite() or per_second < 0:
         return None
-    return Price(per_second=per_second, currency=_text(raw.get("currency")) or "UNKNOWN")
+    return Price(per_second=per_second, currency=_text(currency) or "UNKNOWN")
 
 
 def _duration(raw: Any) -> int | None:

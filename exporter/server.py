@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+import re
 import socket
 import ssl
 import threading
@@ -40,6 +41,9 @@ LANDING = """<!doctype html>
 <ul><li><a href="metrics">/metrics</a></li><li><a href="healthz">/healthz</a></li>
 <li><a href="readyz">/readyz</a></li></ul></body></html>
 """
+
+
+_BCRYPT = re.compile(r"\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}")
 
 
 class WebConfigError(Exception):
@@ -95,6 +99,16 @@ def load_web_config(path: Path) -> WebConfig:
         raise WebConfigError(
             f"web config: tls_server_config.client_auth_type: {auth_type!r} is not supported"
         )
+
+    if auth_type != "NoClientCert" and not tls.get("client_ca_file"):
+        # Without a CA nothing can be verified: the policy would silently let every client in.
+        raise WebConfigError(
+            f"web config: tls_server_config.client_ca_file: required by {auth_type}"
+        )
+    for user, hashed in users.items():
+        # The value is not quoted: a plain password put here by mistake must not be logged.
+        if not _BCRYPT.fullmatch(str(hashed)):
+            raise WebConfigError(f"web config: basic_auth_users.{user}: not a bcrypt hash")
 
     def resolve(name: str) -> Path | None:
         value = tls.get(name)

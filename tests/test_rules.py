@@ -23,6 +23,7 @@ ALERTS = {
     "InfobipExporterCredentialsRejected": "critical",
     "InfobipExporterNoRecentSuccess": "critical",
     "InfobipExporterRateLimited": "warning",
+    "InfobipVoiceLogsLostUnread": "critical",
 }
 
 
@@ -46,7 +47,7 @@ def test_promtool_accepts_the_rules_file() -> None:
     result = _promtool("check", "rules", RULES)
 
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 18 rules found" in result.stdout
+    assert "SUCCESS: 19 rules found" in result.stdout
 
 
 def test_every_promtool_unit_test_passes() -> None:
