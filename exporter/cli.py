@@ -27,14 +27,14 @@ from exporter.config import Config, ConfigError, load, parse_listen
 from exporter.ledger import open_ledger
 from exporter.metrics import Metrics
 from exporter.poller import Poller, PollSettings
-from exporter.server import App, BasicAuth, HttpServer, WebConfig, WebConfigError, load_web_config
+from exporter.server import App, HttpServer, WebConfig, WebConfigError, load_web_config
 from exporter.simulator import Simulator
 
 log = logging.getLogger("exporter")
 
 DEMO_KEY = "demo-key"
 DEMO_INTERVAL = 5.0
-STOP_GRACE = 3.5
+STOP_GRACE = 2.5
 """Seconds to let a poll in flight finish on SIGTERM; the whole stop stays under 5."""
 
 
@@ -73,7 +73,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 class JsonFormatter(logging.Formatter):
     """One JSON object a line: time, level, logger, message, and the key=value fields."""
 
-    converter = time.gmtime  # the time field ends in Z, whatever the host's time zone
+    def __init__(self) -> None:
+        super().__init__()
+        self.converter = time.gmtime  # the time field ends in Z, whatever the host's time zone
 
     def format(self, record: logging.LogRecord) -> str:
         message = record.getMessage()
@@ -198,10 +200,9 @@ class Exporter:
 
     def serve(self) -> None:
         host, port = parse_listen(self.listen)
-        web = self.settings.web
-        auth = BasicAuth(web.users) if web.users else None
-        app = App(self.metrics.registry, self.thread.is_alive, auth)
-        self.server = HttpServer(app, host, port, web.ssl_context())
+        app = App(self.metrics.registry, self.thread.is_alive)
+        self.server = HttpServer(app, host, port)
+        self.server.secure(self.settings.web)
         self.server.start()
         log.info("listening address=%s scheme=%s", self.server.address, self.server.scheme)
         self.thread.start()
@@ -211,6 +212,9 @@ class Exporter:
         if settings.config.collector.state_path != self.settings.config.collector.state_path:
             log.warning("collector.state_path changes only with a restart")
         self.poller.reconfigure(self._client(settings), settings.poll)
+        self.limiter.per_minute = settings.config.collector.rate_limit
+        if self.server is not None:
+            self.server.secure(settings.web)
         self.settings = settings
         log.info("configuration reloaded")
 
@@ -265,7 +269,8 @@ def run(exporter: Exporter, args: argparse.Namespace) -> int:
     for handled in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(handled, on_signal)
 
-    log.info("starting version=%s base_url=%s", __version__, exporter.settings.base_url)
+    log.info("starting version=%s base_url=%s", __version__, _without_userinfo(
+        exporter.settings.base_url))
     try:
         exporter.serve()
     except OSError as exc:
@@ -282,6 +287,13 @@ def run(exporter: Exporter, args: argparse.Namespace) -> int:
                 log.info("stopping signal=%s", signal.Signals(signum).name)
                 exporter.stop()
                 return 0
+
+
+def _without_userinfo(url: str) -> str:
+    """The URL as it may be logged: a `user:password@` part is cut out."""
+    scheme, sep, rest = url.partition("://")
+    host, at, path = rest.partition("/")
+    return f"{scheme}{sep}{host.rpartition('@')[2]}{'/' if at else ''}{path}"
 
 
 def _reload(exporter: Exporter, args: argparse.Namespace) -> None:

@@ -63,7 +63,7 @@ class Credentials:
         self._username = username
         self._password = password
         self._password_file = password_file
-        self._cache: dict[Path, tuple[float, str]] = {}
+        self._cache: dict[Path, tuple[tuple[int, int, int], str]] = {}
 
     def header(self) -> str:
         if self._api_key_file is not None:
@@ -78,9 +78,12 @@ class Credentials:
 
     def _read(self, path: Path) -> str:
         try:
-            mtime = path.stat().st_mtime
+            # Size and inode beside the time: a rewrite within one timestamp tick, or a
+            # Secret swapped by rename, is still noticed.
+            info = path.stat()
+            version = (info.st_mtime_ns, info.st_size, info.st_ino)
             cached = self._cache.get(path)
-            if cached is not None and cached[0] == mtime:
+            if cached is not None and cached[0] == version:
                 return cached[1]
             value = path.read_text(encoding="utf-8").strip()
         except OSError as exc:
@@ -88,7 +91,7 @@ class Credentials:
             raise ApiError("unauthorized", detail) from exc
         if cached is not None:
             log.info("credential file changed, reloaded path=%s", path)
-        self._cache[path] = (mtime, value)
+        self._cache[path] = (version, value)
         return value
 
 

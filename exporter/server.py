@@ -174,7 +174,10 @@ class App:
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/")
-        if self.auth is not None and not self.auth.allows(environ.get("HTTP_AUTHORIZATION")):
+        # The probes say nothing secret and a kubelet sends no password, so they stay open.
+        guarded = path not in ("/healthz", "/readyz")
+        auth = self.auth
+        if guarded and auth is not None and not auth.allows(environ.get("HTTP_AUTHORIZATION")):
             start_response(
                 "401 Unauthorized",
                 [
@@ -236,11 +239,11 @@ class _V6Server(_Server):
 class HttpServer:
     """The exporter's web server, in a background thread."""
 
-    def __init__(self, app: App, host: str, port: int, tls: ssl.SSLContext | None) -> None:
+    def __init__(self, app: App, host: str, port: int) -> None:
         server_class = _V6Server if ":" in host else _Server
+        self.app = app
         self.httpd = make_server(host, port, app, server_class, _QuietHandler)
-        self.httpd.tls = tls
-        self.scheme = "https" if tls is not None else "http"
+        self.scheme = "http"
         self.thread = threading.Thread(
             target=self.httpd.serve_forever, args=(0.1,), name="http", daemon=True
         )
@@ -250,6 +253,13 @@ class HttpServer:
         host, port = self.httpd.server_address[:2]
         name = host.decode() if isinstance(host, bytes) else host
         return f"[{name}]:{port}" if ":" in name else f"{name}:{port}"
+
+    def secure(self, web: WebConfig) -> None:
+        """Apply a web config: TLS and users take effect from the next connection on."""
+        tls = web.ssl_context()
+        self.app.auth = BasicAuth(web.users) if web.users else None
+        self.httpd.tls = tls
+        self.scheme = "https" if tls is not None else "http"
 
     def start(self) -> None:
         self.thread.start()

@@ -164,7 +164,7 @@ def served() -> Iterator[tuple[Metrics, str]]:
         ]
     )
     metrics.api_request("200")
-    server = HttpServer(App(metrics.registry, lambda: True), "127.0.0.1", 0, None)
+    server = HttpServer(App(metrics.registry, lambda: True), "127.0.0.1", 0)
     server.start()
     yield metrics, f"http://{server.address}"
     server.stop()

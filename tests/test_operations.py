@@ -33,6 +33,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from exporter import __version__
+from exporter.cli import _without_userinfo
 from exporter.simulator import Fault, Simulator
 from tests.conftest import need_tool
 from tests.procs import ExporterProcess, running_exporter
@@ -312,30 +313,27 @@ def test_sighup_with_a_new_interval_applies_it_and_never_lowers_a_message_count(
     scrapes: list[list[Sample]] = []
     polls: list[float] = []
 
-    def record(samples: list[Sample]) -> None:
-        scrapes.append(samples)
-        finished = value(samples, LAST_SUCCESS) or 0.0
-        if finished and (not polls or finished > polls[-1]):
-            polls.append(finished)
+    def polls_seen(count: int) -> Callable[[list[Sample]], bool]:
+        """Keep every scrape and each new poll's end; hold once `count` polls counted some."""
+
+        def holds(samples: list[Sample]) -> bool:
+            scrapes.append(samples)
+            finished = value(samples, LAST_SUCCESS) or 0.0
+            if finished and (not polls or finished > polls[-1]):
+                polls.append(finished)
+            return len(polls) >= count and total(samples, MESSAGES) > 0
+
+        return holds
 
     with serving(sim) as url:
         config = write_config(tmp_path / "config.yaml", url, {"api_key": KEY})
         with running_exporter(["--config", str(config)]) as exporter:
-            scrape_until(
-                exporter,
-                "two polls",
-                lambda s: record(s) or (len(polls) >= 2 and total(s, MESSAGES) > 0),
-            )
+            scrape_until(exporter, "two polls", polls_seen(2))
             before = polls[-1] - polls[-2]
             write_config(config, url, {"api_key": KEY}, interval="2s")
             exporter.proc.send_signal(signal.SIGHUP)
             wait_for(lambda: "configuration reloaded" in exporter.log_text(), "the reload")
-            reloaded = len(polls)
-            scrape_until(
-                exporter,
-                "three polls after the reload",
-                lambda s: record(s) or len(polls) >= reloaded + 3,
-            )
+            scrape_until(exporter, "three polls after the reload", polls_seen(len(polls) + 3))
             after = polls[-1] - polls[-2]
             code, _ = stop(exporter)
 
@@ -400,7 +398,7 @@ def test_sighup_with_a_broken_config_keeps_the_running_one_and_logs_one_error(
 class SecretFile:
     """One way of keeping the Infobip credential in a file that may be rotated."""
 
-    simulator: dict[str, str]
+    simulator: Callable[[], Simulator]
     infobip: Callable[[Path], dict[str, str]]
     wrong: str
     right: str
@@ -413,14 +411,16 @@ def basic(user: str, password: str) -> str:
 
 SECRET_FILES = {
     "api_key_file": SecretFile(
-        simulator={"api_key": KEY},
+        simulator=lambda: Simulator(rate=5, api_key=KEY),
         infobip=lambda path: {"api_key_file": str(path)},
         wrong=WRONG_KEY,
         right=KEY,
         secrets=(KEY, WRONG_KEY),
     ),
     "password_file": SecretFile(
-        simulator={"username": USER, "password": PASSWORD, "api_key": "unused-app-key-5d0a"},
+        simulator=lambda: Simulator(
+            rate=5, username=USER, password=PASSWORD, api_key="unused-app-key-5d0a"
+        ),
         infobip=lambda path: {"username": USER, "password_file": str(path)},
         wrong=WRONG_PASSWORD,
         right=PASSWORD,
@@ -439,7 +439,7 @@ def test_a_rotated_secret_file_is_used_without_a_restart_and_no_secret_leaks(
     case = SECRET_FILES[kind]
     secret_file = tmp_path / "secret"
     secret_file.write_text(f"{case.wrong}\n")
-    with serving(Simulator(rate=5, **case.simulator)) as url:
+    with serving(case.simulator()) as url:
         config = write_config(tmp_path / "config.yaml", url, case.infobip(secret_file))
         with running_exporter(["--config", str(config), "--log-level", "debug"]) as exporter:
             refused = scrape_until(exporter, "a refused poll", lambda s: unauthorized(s) >= 1)
@@ -504,19 +504,19 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     )
 
 
-def write_web_config(path: Path, pki: Pki, client_certs: bool = False) -> Path:
+def web_config(pki: Pki, client_certs: bool = False) -> dict[str, Any]:
+    """An exporter-toolkit style web config: TLS, basic auth, maybe client certificates."""
     tls = {"cert_file": str(pki.cert), "key_file": str(pki.key)}
     if client_certs:
         tls |= {"client_ca_file": str(pki.ca), "client_auth_type": "RequireAndVerifyClientCert"}
-    document = {"tls_server_config": tls, "basic_auth_users": {SCRAPER: SCRAPE_HASH}}
-    path.write_text(yaml.safe_dump(document))
-    return path
+    return {"tls_server_config": tls, "basic_auth_users": {SCRAPER: SCRAPE_HASH}}
 
 
 @contextmanager
 def protected_exporter(tmp_path: Path, pki: Pki, client_certs: bool = False) -> Iterator[str]:
     """An exporter behind TLS and basic auth, polling a simulator; yields its https URL."""
-    web = write_web_config(tmp_path / "web.yaml", pki, client_certs)
+    web = tmp_path / "web.yaml"
+    web.write_text(yaml.safe_dump(web_config(pki, client_certs)))
     with serving(Simulator(rate=5, api_key=KEY)) as url:
         config = write_config(
             tmp_path / "config.yaml", url, {"api_key": KEY}, server={"web_config_file": str(web)}
@@ -548,6 +548,7 @@ def test_metrics_over_tls_answer_only_the_right_basic_auth_credentials(
             anonymous = client.get(f"{base}/metrics")
             wrong = client.get(f"{base}/metrics", auth=(SCRAPER, "not-the-password"))
             right = client.get(f"{base}/metrics", auth=(SCRAPER, SCRAPE_PASSWORD))
+            probes = [client.get(f"{base}{path}").status_code for path in ("/healthz", "/readyz")]
         with pytest.raises(httpx.ReadError):
             httpx.get(base.replace("https://", "http://") + "/metrics", timeout=5)
 
@@ -556,6 +557,34 @@ def test_metrics_over_tls_answer_only_the_right_basic_auth_credentials(
     assert wrong.status_code == 401
     assert right.status_code == 200
     assert build_info_line() in right.text.splitlines()
+    assert probes == [200, 200]
+
+
+def test_sighup_applies_a_new_user_list_to_the_next_request(tmp_path: Path, pki: Pki) -> None:
+    """Rotating the scrape password needs no restart: the web config is read again too."""
+    web = tmp_path / "web.yaml"
+    web.write_text(yaml.safe_dump(web_config(pki)))
+    rotated = bcrypt.hashpw(b"rotated-pass-5521", bcrypt.gensalt(rounds=4)).decode()
+    with serving(Simulator(rate=5, api_key=KEY)) as url:
+        config = write_config(
+            tmp_path / "config.yaml", url, {"api_key": KEY}, server={"web_config_file": str(web)}
+        )
+        with running_exporter(["--config", str(config)]) as exporter:
+            base = exporter.base_url.replace("http://", "https://")
+            with httpx.Client(verify=client_context(pki), timeout=5) as client:
+                before = client.get(f"{base}/metrics", auth=(SCRAPER, SCRAPE_PASSWORD))
+                replace_file(
+                    web, yaml.safe_dump({**web_config(pki), "basic_auth_users": {SCRAPER: rotated}})
+                )
+                exporter.proc.send_signal(signal.SIGHUP)
+                wait_for(
+                    lambda: "configuration reloaded" in exporter.log_text() or None,
+                    "the reload",
+                )
+                old = client.get(f"{base}/metrics", auth=(SCRAPER, SCRAPE_PASSWORD))
+                new = client.get(f"{base}/metrics", auth=(SCRAPER, "rotated-pass-5521"))
+
+    assert (before.status_code, old.status_code, new.status_code) == (200, 401, 200)
 
 
 def test_with_client_certificates_required_only_a_client_with_a_trusted_one_gets_in(
@@ -585,9 +614,8 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_prometheus(tmp_path: Path, config: dict[str, Any]) -> Iterator[str]:
+def running_prometheus(binary: str, tmp_path: Path, config: dict[str, Any]) -> Iterator[str]:
     """A real Prometheus server on a free loopback port; yields its URL, kills it after."""
-    binary = need_tool("prometheus")
     config_file = tmp_path / "prometheus.yml"
     config_file.write_text(yaml.safe_dump(config))
     url = f"http://127.0.0.1:{free_port()}"
@@ -634,6 +662,7 @@ def test_prometheus_scrapes_the_protected_exporter_and_a_wrong_password_gets_401
     """A real Prometheus scrapes over TLS (trusting the test CA) with basic auth: the target
     is up and build_info reads 1. A second job with a wrong password sees the target down
     with a 401."""
+    binary = need_tool("prometheus")
     with protected_exporter(tmp_path, pki) as base:
         target = base.removeprefix("https://")
         config = {
@@ -643,7 +672,7 @@ def test_prometheus_scrapes_the_protected_exporter_and_a_wrong_password_gets_401
                 scrape_job("infobip-wrong-password", target, "not-the-password", pki.ca),
             ],
         }
-        with running_prometheus(tmp_path, config) as prometheus:
+        with running_prometheus(binary, tmp_path, config) as prometheus:
 
             def health() -> dict[str, tuple[str, str]] | None:
                 answer = httpx.get(f"{prometheus}/api/v1/targets", timeout=5).json()
@@ -651,7 +680,8 @@ def test_prometheus_scrapes_the_protected_exporter_and_a_wrong_password_gets_401
                     t["labels"]["job"]: (t["health"], t["lastError"])
                     for t in answer["data"]["activeTargets"]
                 }
-                return found if "unknown" not in {h for h, _ in found.values()} else None
+                scraped = len(found) == 2 and all(h != "unknown" for h, _ in found.values())
+                return found if scraped else None
 
             def build_info() -> list[dict[str, Any]] | None:
                 query = {"query": "infobip_exporter_build_info"}
@@ -743,12 +773,21 @@ def test_check_config_rejects_a_bad_web_config_with_one_line_naming_the_key(
 
 def test_check_config_accepts_a_complete_web_config(tmp_path: Path, pki: Pki) -> None:
     """The web config the TLS tests use, client certificates included, checks as valid."""
-    web = yaml.safe_load(
-        write_web_config(tmp_path / "source.yaml", pki, client_certs=True).read_text()
-    )
-
-    result = check_config(tmp_path, web)
+    result = check_config(tmp_path, web_config(pki, client_certs=True))
 
     assert result.returncode == 0
     assert result.stdout == ""
     assert result.stderr == "config ok\n"
+
+
+@pytest.mark.parametrize(
+    ("url", "logged"),
+    [
+        ("https://ann:s3cret@x.api.infobip.com/base", "https://x.api.infobip.com/base"),
+        ("https://x.api.infobip.com", "https://x.api.infobip.com"),
+        ("http://127.0.0.1:8080", "http://127.0.0.1:8080"),
+    ],
+)
+def test_a_password_inside_the_base_url_never_reaches_the_log(url: str, logged: str) -> None:
+    """The start-up line names the base URL without a `user:password@` part."""
+    assert _without_userinfo(url) == logged
