@@ -269,8 +269,11 @@ def run(exporter: Exporter, args: argparse.Namespace) -> int:
     for handled in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(handled, on_signal)
 
-    log.info("starting version=%s base_url=%s", __version__, _without_userinfo(
-        exporter.settings.base_url))
+    log.info(
+        "starting version=%s base_url=%s",
+        __version__,
+        _without_userinfo(exporter.settings.base_url),
+    )
     try:
         exporter.serve()
     except OSError as exc:
