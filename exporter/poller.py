@@ -149,6 +149,15 @@ class Poller:
         except ApiError as exc:
             self._failed(exc)
             return False
+        except Stopped:
+            raise
+        except Exception as exc:
+            # A defect must cost one poll, not the poll loop: log it whole, count it, and
+            # start the next poll from a clean plan.
+            log.exception("poll failed on an unexpected error")
+            self._plan = None
+            self._failed(ApiError("bad_response", f"unexpected {type(exc).__name__}"))
+            return False
         finally:
             self.metrics.poll_duration.observe(time.monotonic() - began)
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
 
-from exporter.client import Credentials
+from exporter.client import Credentials, LogsClient
 from exporter.ledger import RETENTION, SqliteLedger, open_ledger
 from exporter.metrics import MessageTotals, Metrics
 from exporter.simulator import OUTCOMES, Fault, Simulator
@@ -370,3 +371,36 @@ def test_a_restart_with_a_state_file_neither_double_counts_nor_resets(
 
     assert counted(second.metrics.totals) == expected(simulator.truth())
     assert counted(second.metrics.totals)["total"] == 500
+
+
+class ExplodingClient(LogsClient):
+    """A client with a defect: every fetch raises something no one planned for."""
+
+    def fetch(self, params: Mapping[str, str | Sequence[str]]) -> bytes:
+        raise ZeroDivisionError("a defect")
+
+
+def test_an_unexpected_error_costs_one_poll_not_the_poll_loop(
+    simulator: Simulator, make_poller: PollerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The defect is logged with its traceback and counted; the next poll works."""
+    poller = make_poller(simulator.url)
+    working = poller.client
+    poller.client = ExplodingClient(simulator.url, Credentials(api_key=API_KEY), 1.0)
+    simulator.add_burst(20)
+
+    with caplog.at_level(logging.ERROR):
+        failed = poller.poll_once()
+    poller.client.close()
+    poller.client = working
+    recovered = poller.poll_once()
+
+    assert (failed, recovered) == (False, True)
+    assert (
+        poller.metrics.registry.get_sample_value(
+            "infobip_exporter_poll_errors_total", {"reason": "bad_response"}
+        )
+        == 1
+    )
+    assert "ZeroDivisionError: a defect" in caplog.text
+    assert counted(poller.metrics.totals) == expected(simulator.truth())
