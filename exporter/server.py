@@ -210,6 +210,9 @@ def _text(start_response: StartResponse, status: str, body: str) -> list[bytes]:
 
 class _Server(ThreadingMixIn, WSGIServer):
     daemon_threads = True
+    # socketserver's default backlog of 5 drops connections when many scrapers (or a
+    # Prometheus HA pair plus probes) arrive at once; each drop costs a 1 s SYN retry.
+    request_queue_size = 128
     tls: ssl.SSLContext | None = None
 
     def finish_request(self, request: Any, client_address: Any) -> None:
