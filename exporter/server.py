@@ -10,12 +10,14 @@ would restart the whole pod for an outage that is not the pod's.
 from __future__ import annotations
 
 import base64
+import gzip
 import hashlib
 import logging
 import re
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +27,8 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import bcrypt
 import yaml
-from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
 
 from exporter import __version__
 
@@ -159,6 +162,43 @@ class BasicAuth:
         return known
 
 
+class Exposition:
+    """Serves the registry, rendering it at most once a second per format.
+
+    Rendering costs milliseconds of one core; with several scrapers at once (a Prometheus
+    HA pair, a federation, someone's curl) they would queue behind each other. Scrapes in
+    the same second share one rendering, and the first of them renders while the others
+    wait for it rather than render again.
+    """
+
+    MAX_AGE = 1.0
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self._lock = threading.Lock()
+        self._cache: dict[tuple[str, bool], tuple[float, bytes]] = {}
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        encoder, content_type = choose_encoder(environ.get("HTTP_ACCEPT", ""))
+        zipped = "gzip" in environ.get("HTTP_ACCEPT_ENCODING", "")
+        key = (content_type, zipped)
+        with self._lock:
+            now = time.monotonic()
+            cached = self._cache.get(key)
+            if cached is not None and now - cached[0] < self.MAX_AGE:
+                body = cached[1]
+            else:
+                body = encoder(self.registry)
+                if zipped:
+                    body = gzip.compress(body, compresslevel=6)
+                self._cache[key] = (now, body)
+        headers = [("Content-Type", content_type), ("Content-Length", str(len(body)))]
+        if zipped:
+            headers.append(("Content-Encoding", "gzip"))
+        start_response("200 OK", headers)
+        return [body]
+
+
 class App:
     """The WSGI application: routes, auth, and the metrics exposition."""
 
@@ -168,7 +208,7 @@ class App:
         alive: Callable[[], bool],
         auth: BasicAuth | None = None,
     ) -> None:
-        self.metrics_app = make_wsgi_app(registry)
+        self.exposition = Exposition(registry)
         self.alive = alive
         self.auth = auth
 
@@ -187,7 +227,7 @@ class App:
             )
             return [b"Unauthorized\n"]
         if path == "/metrics":
-            return self.metrics_app(environ, start_response)  # type: ignore[no-any-return]
+            return self.exposition(environ, start_response)
         if path == "/healthz":
             ok = self.alive()
             return _text(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -10,10 +11,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from freezegun import freeze_time
 
 from exporter.metrics import Metrics
 from exporter.parser import Error, Price, Status, VoiceLog
-from exporter.server import App, HttpServer
+from exporter.server import App, Exposition, HttpServer
 from tests.conftest import need_tool
 
 CONTRACT_CHECK = Path(__file__).resolve().parents[2] / "shared" / "tools" / "contract_check.py"
@@ -243,3 +245,48 @@ def test_health_readiness_and_landing_page_answer(served: tuple[Metrics, str]) -
         "/x": 404,
     }
     assert 'href="metrics"' in answers["/"].text
+
+
+def render(
+    exposition: Exposition, accept: str = "", encoding: str = ""
+) -> tuple[bytes, dict[str, str]]:
+    """Call the exposition as a WSGI server would; return body and headers."""
+    seen: dict[str, str] = {}
+
+    def start_response(status: str, headers: list[tuple[str, str]]) -> None:
+        seen.update(headers, status=status)
+
+    body = b"".join(
+        exposition({"HTTP_ACCEPT": accept, "HTTP_ACCEPT_ENCODING": encoding}, start_response)
+    )
+    return body, seen
+
+
+def test_scrapes_within_one_second_share_one_rendering() -> None:
+    """Frozen clock: a change shows at the first scrape a second after the last rendering."""
+    metrics = Metrics()
+    exposition = Exposition(metrics.registry)
+
+    with freeze_time("2026-12-03 12:00:00") as clock:
+        first, _ = render(exposition)
+        metrics.api_request("200")
+        same_second, _ = render(exposition)
+        clock.tick(1.01)
+        next_second, _ = render(exposition)
+
+    line = b'infobip_exporter_api_requests_total{code="200"} 1.0'
+    assert same_second == first
+    assert line not in first
+    assert line in next_second.splitlines()
+
+
+def test_gzip_and_openmetrics_are_rendered_as_asked() -> None:
+    """Prometheus asks for gzip; each format and encoding is its own rendering."""
+    exposition = Exposition(Metrics().registry)
+
+    zipped, headers = render(exposition, "application/openmetrics-text; version=1.0.0", "gzip")
+
+    assert headers["Content-Encoding"] == "gzip"
+    assert headers["Content-Type"].startswith("application/openmetrics-text")
+    assert gzip.decompress(zipped).endswith(b"# EOF\n")
+    assert headers["status"] == "200 OK"
