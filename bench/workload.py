@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from exporter.simulator import NETWORKS, OUTCOMES, PRICES, Simulator
+from exporter.simulator import NETWORKS, OUTCOMES, PRICES, SENDER, Simulator
 
 START = 1_780_000_000.0
 """When the generated traffic begins, in seconds since the epoch (May 2026)."""
@@ -56,8 +56,7 @@ class Records:
         self.random = random.Random(seed)
         self.stamp = Stamps()
         self.sequence = itertools.count()
-        weights = list(itertools.accumulate(o[0] for o in OUTCOMES))
-        self.weights = weights
+        self.weights = list(itertools.accumulate(o[0] for o in OUTCOMES))
         self.status = [_status(o) for o in OUTCOMES]
         self.error = [_error(o) for o in OUTCOMES]
 
@@ -76,7 +75,7 @@ class Records:
             "bulkId": self._uuid(),
             "messageId": self._uuid(),
             "to": "4179" + str(int(sent_at * 1000))[-7:],
-            "from": "41793026700",
+            "from": SENDER,
             "text": "Your appointment is tomorrow at 10.",
             "sentAt": self.stamp(sent_at),
             "doneAt": self.stamp(done_at),

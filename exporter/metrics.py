@@ -113,21 +113,37 @@ _FIRST_STATUS = {
 }
 
 
+_ZERO = Decimal(0)
+
+_PRICE_INDEX: dict[Decimal, tuple[int, float]] = {}
+"""The bucket and float value of each per-second price seen: float(Decimal) costs more than
+the rest of counting a price, and an account has few distinct prices."""
+
+
+def _price_index(per_second: Decimal) -> tuple[int, float]:
+    value = float(per_second)
+    found = (bisect_left(PRICE_BUCKETS, value), value)
+    if len(_PRICE_INDEX) >= 4096:
+        _PRICE_INDEX.clear()
+    _PRICE_INDEX[per_second] = found
+    return found
+
+
 @dataclass
 class Buckets:
-    """One histogram series: a count per bucket (not cumulative), a sum and a count."""
+    """One histogram series: a count per bucket (not cumulative), a sum and a count.
+
+    The sum is a float: exact for whole seconds, and precise enough for a histogram of
+    latencies or prices. Only the cost counter needs, and gets, exact decimal sums.
+    """
 
     bounds: tuple[float, ...]
     counts: list[int] = field(default_factory=list)
-    total: Decimal = Decimal(0)
+    total: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.counts:
             self.counts = [0] * (len(self.bounds) + 1)
-
-    def observe(self, value: float, exact: Decimal | None = None) -> None:
-        self.counts[bisect_left(self.bounds, value)] += 1
-        self.total += exact if exact is not None else Decimal(repr(float(value)))
 
     def cumulative(self) -> list[tuple[str, float]]:
         running = 0
@@ -156,40 +172,53 @@ class MessageTotals:
 
     def count(self, records: Iterable[VoiceLog]) -> None:
         """Add final messages: this is where a record's fields become label values."""
+        # This runs once per message, so Buckets.observe is written out in place and the
+        # tables are looked up once per call: the calls would cost more than the counting.
+        series = self._series
         with self.lock:
+            # Bound inside the lock: restore() replaces these tables.
+            messages, errors, cost = self.messages, self.errors, self.cost
+            durations, latencies, prices = self.duration, self.latency, self.price
             for record in records:
-                self._count_one(record)
+                status = record.status
+                group = status.group
+                key = (group, status.name)
+                messages[key] = messages.get(key, 0) + 1
 
-    def _count_one(self, record: VoiceLog) -> None:
-        group = record.status.group
-        key = (group, record.status.name)
-        self.messages[key] = self.messages.get(key, 0) + 1
+                error = record.error
+                if error is not None and error.id != 0 and error.name != "NO_ERROR":
+                    permanent = (
+                        "unknown" if error.permanent is None else str(error.permanent).lower()
+                    )
+                    error_key = (error.group, error.name, permanent)
+                    errors[error_key] = errors.get(error_key, 0) + 1
 
-        error = record.error
-        if error is not None and error.id != 0 and error.name != "NO_ERROR":
-            permanent = "unknown" if error.permanent is None else str(error.permanent).lower()
-            error_key = (error.group, error.name, permanent)
-            self.errors[error_key] = self.errors.get(error_key, 0) + 1
+                duration = record.duration
+                if duration is not None:
+                    buckets = durations.get(group) or series(durations, group, DURATION_BUCKETS)
+                    buckets.counts[bisect_left(buckets.bounds, duration)] += 1
+                    buckets.total += duration
+                sent_at = record.sent_at
+                done_at = record.done_at
+                if sent_at is not None and done_at is not None:
+                    latency = done_at - sent_at
+                    if latency >= 0:
+                        buckets = latencies.get(group) or series(latencies, group, LATENCY_BUCKETS)
+                        buckets.counts[bisect_left(buckets.bounds, latency)] += 1
+                        buckets.total += latency
 
-        if record.duration is not None:
-            self._series(self.duration, group, DURATION_BUCKETS).observe(
-                record.duration, Decimal(record.duration)
-            )
-        if record.sent_at is not None and record.done_at is not None:
-            latency = record.done_at - record.sent_at
-            if latency >= 0:
-                self._series(self.latency, group, LATENCY_BUCKETS).observe(latency)
-
-        price = record.price
-        if price is not None:
-            per_second = price.per_second
-            self._series(self.price, price.currency, PRICE_BUCKETS).observe(
-                float(per_second), per_second
-            )
-            if record.duration is not None:
-                self.cost[price.currency] = (
-                    self.cost.get(price.currency, Decimal(0)) + per_second * record.duration
-                )
+                price = record.price
+                if price is not None:
+                    per_second = price.per_second
+                    currency = price.currency
+                    buckets = prices.get(currency) or series(prices, currency, PRICE_BUCKETS)
+                    found = _PRICE_INDEX.get(per_second)
+                    if found is None:
+                        found = _price_index(per_second)
+                    buckets.counts[found[0]] += 1
+                    buckets.total += found[1]
+                    if duration is not None:
+                        cost[currency] = cost.get(currency, _ZERO) + per_second * duration
 
     @staticmethod
     def _series(table: dict[str, Buckets], key: str, bounds: tuple[float, ...]) -> Buckets:
@@ -258,14 +287,14 @@ _SAVED = (
 
 
 def _dump_table(table: dict[str, Buckets]) -> dict[str, Any]:
-    return {key: [series.counts, str(series.total)] for key, series in table.items()}
+    return {key: [series.counts, series.total] for key, series in table.items()}
 
 
 def _load_table(table: dict[str, Buckets], data: dict[str, Any], bounds: tuple[float, ...]) -> None:
     for key, (counts, total) in data.items():
         if len(counts) != len(bounds) + 1:
             raise ValueError(f"bucket count changed for {key}")
-        table[key] = Buckets(bounds, [int(c) for c in counts], Decimal(total))
+        table[key] = Buckets(bounds, [int(c) for c in counts], float(total))
 
 
 class MessageCollector(Collector):
@@ -336,7 +365,7 @@ class MessageCollector(Collector):
 def _histogram(name: str, doc: str, label: str, table: dict[str, Buckets]) -> Metric:
     family = HistogramMetricFamily(name, doc, labels=[label])
     for key, series in sorted(table.items()):
-        family.add_metric([key], series.cumulative(), float(series.total))
+        family.add_metric([key], series.cumulative(), series.total)
     return family
 
 
