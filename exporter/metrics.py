@@ -31,65 +31,28 @@ from prometheus_client.registry import Collector
 from exporter import __version__
 from exporter.parser import FINAL_GROUPS, VoiceLog
 
+# fmt: off
 DURATION_BUCKETS = (
-    5.0,
-    10.0,
-    15.0,
-    20.0,
-    30.0,
-    45.0,
-    60.0,
-    90.0,
-    120.0,
-    180.0,
-    300.0,
-    600.0,
-    1200.0,
-    1800.0,
-    3600.0,
+    5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0,
+    1200.0, 1800.0, 3600.0,
 )
 """Call lengths in seconds: a 45 s call falls in le="45", long calls are still told apart."""
 
 LATENCY_BUCKETS = (
-    1.0,
-    2.0,
-    5.0,
-    10.0,
-    15.0,
-    20.0,
-    30.0,
-    45.0,
-    60.0,
-    90.0,
-    120.0,
-    180.0,
-    300.0,
-    600.0,
-    1800.0,
-    3600.0,
+    1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 300.0,
+    600.0, 1800.0, 3600.0,
 )
 """From sent to done: ringing plus talking, so mostly between seconds and minutes."""
 
 PRICE_BUCKETS = (
-    0.0005,
-    0.001,
-    0.002,
-    0.003,
-    0.005,
-    0.0075,
-    0.01,
-    0.015,
-    0.02,
-    0.03,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
+    0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0,
 )
 """Per-second voice prices, which range from a tenth of a cent to tens of cents."""
 
-POLL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+POLL_BUCKETS = (
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+)
+# fmt: on
 
 POLL_ERROR_REASONS = (
     "unauthorized",
