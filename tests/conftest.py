@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -18,6 +20,22 @@ from tests.fakeapi import FakeApi
 
 FIXTURES = Path(__file__).parent / "fixtures"
 API_KEY = "test-key-3f9a"
+CONTRACT_CHECK = Path(__file__).resolve().parents[2] / "shared" / "tools" / "contract_check.py"
+"""The project's contract checker, in the shared folder beside the checkout."""
+
+
+def contract_check(url: str) -> str:
+    """Run the contract checker on a /metrics URL; return its verdict line."""
+    assert CONTRACT_CHECK.is_file(), f"the contract checker is missing: {CONTRACT_CHECK}"
+    result = subprocess.run(
+        [sys.executable, str(CONTRACT_CHECK), url],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    lines = result.stdout.splitlines() or [f"no output; stderr: {result.stderr}"]
+    return "\n".join(lines) if result.returncode else lines[-1]
 
 
 def need_tool(name: str) -> str:

@@ -13,13 +13,12 @@ import pytest
 from prometheus_client import generate_latest
 
 from exporter.simulator import Simulator
-from tests.conftest import API_KEY, FIXTURES, PollerFactory, need_tool
+from tests.conftest import API_KEY, FIXTURES, PollerFactory, contract_check, need_tool
 from tests.fakeapi import Answer, FakeApi
 from tests.procs import ExporterProcess, running_exporter
 from tests.truth import as_scraped, sample, scraped
 
 ROOT = Path(__file__).resolve().parent.parent
-CONTRACT_CHECK = ROOT.parent / "shared" / "tools" / "contract_check.py"
 
 
 def wait_for(condition: Callable[[], object], timeout: float = 30.0, every: float = 0.1) -> None:
@@ -99,13 +98,7 @@ def test_the_live_exposition_passes_the_contract_check_and_promtool(
 
     with running_exporter(["--config", str(config)], {"TEST_INFOBIP_KEY": API_KEY}) as exporter:
         wait_for(lambda: last_success(exporter) > 0)
-        check = subprocess.run(
-            [sys.executable, str(CONTRACT_CHECK), f"{exporter.base_url}/metrics"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
+        verdict = contract_check(f"{exporter.base_url}/metrics")
         lint = subprocess.run(
             [promtool, "check", "metrics"],
             input=metrics_text(exporter).encode(),
@@ -114,7 +107,7 @@ def test_the_live_exposition_passes_the_contract_check_and_promtool(
             check=False,
         )
 
-    assert check.stdout.splitlines()[-1] == "15 of 15 contract families present, 0 findings"
+    assert verdict == "15 of 15 contract families present, 0 findings"
     assert (lint.returncode, lint.stdout, lint.stderr) == (0, b"", b"")
 
 

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import gzip
 import subprocess
-import sys
 from collections.abc import Iterator
 from decimal import Decimal
-from pathlib import Path
 
 import httpx
 import pytest
@@ -16,9 +14,7 @@ from freezegun import freeze_time
 from exporter.metrics import Metrics
 from exporter.parser import Error, Price, Status, VoiceLog
 from exporter.server import App, Exposition, HttpServer
-from tests.conftest import need_tool
-
-CONTRACT_CHECK = Path(__file__).resolve().parents[2] / "shared" / "tools" / "contract_check.py"
+from tests.conftest import contract_check, need_tool
 
 
 def call(
@@ -176,16 +172,9 @@ def test_the_exposition_holds_to_the_contract(served: tuple[Metrics, str]) -> No
     """The project's contract checker finds nothing: names, types, labels, privacy."""
     _, url = served
 
-    result = subprocess.run(
-        [sys.executable, str(CONTRACT_CHECK), f"{url}/metrics"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    verdict = contract_check(f"{url}/metrics")
 
-    assert result.stdout.splitlines()[-1] == "15 of 15 contract families present, 0 findings"
-    assert result.returncode == 0
+    assert verdict == "15 of 15 contract families present, 0 findings"
 
 
 def test_promtool_finds_nothing_to_complain_about(served: tuple[Metrics, str]) -> None:
