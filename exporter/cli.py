@@ -24,7 +24,7 @@ from prometheus_client import generate_latest
 from exporter import __version__
 from exporter.client import Credentials, LogsClient, RateLimiter
 from exporter.config import Config, ConfigError, load, parse_listen
-from exporter.ledger import open_ledger
+from exporter.ledger import StateError, open_ledger
 from exporter.metrics import Metrics
 from exporter.poller import Poller, PollSettings
 from exporter.server import App, HttpServer, WebConfig, WebConfigError, load_web_config
@@ -248,7 +248,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     listen = args.listen or settings.config.server.listen
-    exporter = Exporter(settings, listen)
+    try:
+        exporter = Exporter(settings, listen)
+    except StateError as exc:
+        print(f"config error: collector.state_path: {exc}", file=sys.stderr)
+        return 2
     if args.once:
         ok = exporter.poller.poll_once()
         sys.stdout.write(generate_latest(exporter.metrics.registry).decode())
@@ -304,6 +308,9 @@ def _reload(exporter: Exporter, args: argparse.Namespace) -> None:
         settings = read_settings(args, exporter.settings.base_url if args.demo else None)
     except ConfigError as exc:
         log.error("reload refused, keeping the running configuration error=%r", str(exc))
+        return
+    except Exception:
+        log.exception("reload refused on an unexpected error, keeping the running configuration")
         return
     exporter.reload(settings)
 

@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 
 LOGS_PATH = "/tts/3/logs"
 
+MAX_BODY = 64 << 20
+"""A page of 1,000 logs is under a megabyte; anything past this is not a logs answer."""
+
 
 class ApiError(Exception):
     """A call to the logs endpoint that gave no usable answer."""
@@ -131,6 +134,7 @@ class LogsClient:
     ) -> None:
         self._credentials = credentials
         self._on_request = on_request
+        self._timeout = timeout
         self._http = httpx.Client(
             base_url=base_url.rstrip("/"),
             timeout=timeout,
@@ -148,27 +152,59 @@ class LogsClient:
 
         httpx percent-encodes every query value, so the `+` of an offset travels as `%2B`.
         """
-        headers = {"Authorization": self._credentials.header()}
+        authorization = self._credentials.header()
+        status: int | None = None
+        started = time.monotonic()
         try:
-            response = self._http.get(LOGS_PATH, params=params, headers=headers)
+            with self._http.stream(
+                "GET", LOGS_PATH, params=params, headers={"Authorization": authorization}
+            ) as response:
+                status = response.status_code
+                self._on_request(str(status))
+                body = self._read_body(response, started)
         except httpx.TimeoutException as exc:
-            self._on_request("timeout")
-            raise ApiError(
-                "timeout", f"no answer within the timeout ({type(exc).__name__})"
-            ) from exc
+            if status is None:
+                self._on_request("timeout")
+            raise ApiError("timeout", f"no whole answer within {self._timeout:g}s") from exc
         except httpx.TransportError as exc:
-            self._on_request("connection_error")
-            raise ApiError("connection_error", _transport_detail(exc)) from exc
+            if status is None:
+                self._on_request("connection_error")
+                raise ApiError("connection_error", _transport_detail(exc)) from exc
+            raise ApiError("bad_response", f"the answer broke off ({type(exc).__name__})") from exc
 
-        self._on_request(str(response.status_code))
-        if response.status_code == 200:
-            return response.content
-        raise _error_from(response)
+        if status == 200:
+            return body
+        raise _error_from(response, _scrub(f"HTTP {status}: {_said(body)}", authorization))
+
+    def _read_body(self, response: httpx.Response, started: float) -> bytes:
+        """The whole body, within the timeout and MAX_BODY, however slowly it trickles."""
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in response.iter_bytes():
+            size += len(chunk)
+            if size > MAX_BODY:
+                raise ApiError("bad_response", f"answer larger than {MAX_BODY >> 20} MiB")
+            if time.monotonic() - started > self._timeout:
+                raise httpx.ReadTimeout("the answer trickled in too slowly")
+            chunks.append(chunk)
+        return b"".join(chunks)
 
 
-def _error_from(response: httpx.Response) -> ApiError:
+def _scrub(text: str, authorization: str) -> str:
+    """Cut the credential out of an error text, should the API echo it back."""
+    scheme, _, token = authorization.partition(" ")
+    secrets = {token}
+    if scheme == "Basic":
+        pair = base64.b64decode(token).decode("utf-8", "replace")
+        secrets |= {pair, pair.partition(":")[2]}
+    for secret in sorted(secrets, key=len, reverse=True):
+        if len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return text
+
+
+def _error_from(response: httpx.Response, detail: str) -> ApiError:
     status = response.status_code
-    detail = f"HTTP {status}: {_said(response.content)}"
     if status == 401:
         return ApiError("unauthorized", detail, status)
     if status == 403:

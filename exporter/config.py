@@ -8,16 +8,27 @@ Any problem becomes one `ConfigError` whose message names the key.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import httpx
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 DEFAULT_PORT = 9877
 MAX_LOOKBACK = 48 * 3600.0
+MAX_CONFIG_BYTES = 1 << 20
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -33,14 +44,34 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError("expected a duration such as 90s, 5m, 1h or 2d")
     if isinstance(value, int | float):
-        return float(value)
-    match = _DURATION.fullmatch(str(value).strip())
-    if match is None:
-        raise ValueError(f"{value!r} is not a duration such as 90s, 5m, 1h or 2d")
-    return float(match.group(1)) * _UNITS[match.group(2)]
+        seconds = float(value)
+    else:
+        match = _DURATION.fullmatch(str(value).strip())
+        if match is None:
+            raise ValueError(f"{value!r} is not a duration such as 90s, 5m, 1h or 2d")
+        seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    if not math.isfinite(seconds):
+        raise ValueError(f"{value!r} is not a finite duration")
+    return seconds
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
+def _spoken(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+def duration(low: float, high: float, low_open: bool = False) -> Any:
+    """A duration field that must lie between two bounds, said in the units people use."""
+
+    def within(seconds: float) -> float:
+        if seconds < low or seconds > high or (low_open and seconds == low):
+            above = "above" if low_open else "at least"
+            raise ValueError(f"must be {above} {_spoken(low)} and at most {_spoken(high)}")
+        return seconds
+
+    return Annotated[float, BeforeValidator(parse_duration), AfterValidator(within)]
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -49,6 +80,21 @@ def parse_listen(value: str) -> tuple[str, int]:
     if not sep or not port.isdigit() or int(port) > 65535:
         raise ValueError(f"listen: {value!r} is not HOST:PORT")
     return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def check_base_url(url: str) -> None:
+    """Raise ValueError unless `url` is an account's http(s) base URL."""
+    try:
+        parsed = httpx.URL(url)
+        port = parsed.port
+    except (httpx.InvalidURL, ValueError) as exc:
+        raise ValueError(f"base_url: not a URL ({exc})") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host or " " in url:
+        raise ValueError("base_url: must start with https:// (or http://) and name a host")
+    if port is not None and not 0 < port < 65536:
+        raise ValueError("base_url: the port must be between 1 and 65535")
+    if parsed.path.rstrip("/").endswith("/tts/3/logs"):
+        raise ValueError("base_url: give the account's base URL, without /tts/3/logs")
 
 
 class _Section(BaseModel):
@@ -62,12 +108,17 @@ class InfobipConfig(_Section):
     username: str | None = None
     password: str | None = None
     password_file: Path | None = None
-    timeout: Duration = Field(default=10.0, gt=0, le=300)
+    timeout: duration(0, 300, low_open=True) = 10.0  # type: ignore[valid-type]
 
     @model_validator(mode="after")
     def _base_url_is_http(self) -> InfobipConfig:
-        if self.base_url and not re.match(r"https?://[^/\s]+", self.base_url):
-            raise ValueError("base_url: must start with https:// and name a host")
+        if self.base_url:
+            check_base_url(self.base_url)
+        ways = [bool(self.api_key), bool(self.api_key_file), bool(self.username)]
+        if sum(ways) > 1:
+            raise ValueError("api_key: give one credential: api_key, api_key_file, or username")
+        if self.password and self.password_file:
+            raise ValueError("password_file: give password or password_file, not both")
         return self
 
     def has_credential(self) -> bool:
@@ -93,12 +144,22 @@ class Filters(_Section):
 
 
 class CollectorConfig(_Section):
-    interval: Duration = Field(default=60.0, ge=1)
-    page_size: int = Field(default=1000, ge=1, le=1000)
-    initial_lookback: Duration = Field(default=3600.0, ge=0, le=MAX_LOOKBACK)
-    overlap: Duration = Field(default=120.0, ge=0, le=6 * 3600)
-    rate_limit: int = Field(default=120, ge=1, le=120)
+    interval: duration(1, 86400) = 60.0  # type: ignore[valid-type]
+    page_size: int = Field(default=1000, ge=1, le=1000, strict=True)
+    initial_lookback: duration(0, MAX_LOOKBACK) = 3600.0  # type: ignore[valid-type]
+    overlap: duration(0, 6 * 3600) = 120.0  # type: ignore[valid-type]
+    rate_limit: int = Field(default=120, ge=1, le=120, strict=True)
     state_path: str = ""
+
+    @model_validator(mode="after")
+    def _state_path_is_a_file(self) -> CollectorConfig:
+        if self.state_path and Path(self.state_path).is_dir():
+            raise ValueError(
+                "state_path: is a folder; name a file in it, such as "
+                f"{Path(self.state_path) / 'state.db'}"
+            )
+        return self
+
     filters: Filters = Field(default_factory=Filters)
 
 
@@ -123,9 +184,17 @@ def load(path: Path | None, demo: bool = False) -> Config:
     raw: Any = {}
     if path is not None:
         try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            with path.open("rb") as file:
+                data = file.read(MAX_CONFIG_BYTES + 1)
+            if len(data) > MAX_CONFIG_BYTES:
+                raise ConfigError(f"config file {path}: larger than 1 MiB; is it the right file?")
+            raw = yaml.load(data.decode("utf-8"), _UniqueKeyLoader) or {}  # noqa: S506 (a SafeLoader)
         except OSError as exc:
             raise ConfigError(f"config file {path}: {exc.strerror}") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"config file {path}: not UTF-8 text (byte {exc.start})") from exc
+        except _DuplicateKeyError as exc:
+            raise ConfigError(f"config file {path}: {exc}") from exc
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -144,6 +213,7 @@ def load(path: Path | None, demo: bool = False) -> Config:
         raise ConfigError(_first_problem(exc)) from None
 
     if not demo:
+        _check_credential_files(config.infobip)
         if not config.infobip.base_url:
             raise ConfigError("infobip.base_url: required (or set INFOBIP_BASE_URL, or use --demo)")
         if not config.infobip.has_credential():
@@ -152,6 +222,38 @@ def load(path: Path | None, demo: bool = False) -> Config:
                 "or username with password or password_file"
             )
     return config
+
+
+class _DuplicateKeyError(yaml.YAMLError):
+    """A mapping names one key twice: the second would silently win."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                line = key_node.start_mark.line + 1
+                raise _DuplicateKeyError(f"key {key!r} given twice (line {line})")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _check_credential_files(infobip: InfobipConfig) -> None:
+    for key in ("api_key_file", "password_file"):
+        path = getattr(infobip, key)
+        if path is None:
+            continue
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or "not UTF-8 text"
+            raise ConfigError(f"infobip.{key}: cannot read {path}: {reason}") from None
+        if not text.strip():
+            raise ConfigError(f"infobip.{key}: {path} is empty")
 
 
 def _substitute(value: Any, where: str) -> Any:

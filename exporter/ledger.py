@@ -203,10 +203,12 @@ def open_ledger(path: Path | None, restore: Callable[[bytes], None]) -> Ledger:
             log.info("state restored path=%s tracked=%d", path, len(ledger))
         return ledger
     except StateError as exc:
+        if not path.is_file():
+            raise  # a folder or a device is the operator's to sort out, never moved
         aside = path.with_name(f"{path.name}.unusable-{int(time.time())}")
         log.error("state unusable, starting fresh error=%r moved_to=%s", str(exc), aside)
         for suffix in ("", "-wal", "-shm"):
             part = Path(f"{path}{suffix}")
-            if part.exists():
+            if part.is_file():
                 part.rename(Path(f"{aside}{suffix}"))
         return SqliteLedger(path)

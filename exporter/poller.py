@@ -33,6 +33,10 @@ TICK = 0.001
 LOOKUP_BATCH = 50
 """messageIds per lookup request: keeps the URL well under common 8 KB limits."""
 
+FRUITLESS_PAGES = 3
+"""Full pages in a row that bring no new messageId and reach no further back in time, after
+which paging gives up: a tie takes one such page to detect and one more to step past."""
+
 STATUS_FILTERS = ("DELIVERED", "UNDELIVERABLE", "EXPIRED", "REJECTED", "PENDING", "ACCEPTED")
 
 FILTER_PARAMS = {
@@ -205,14 +209,29 @@ class Poller:
     def _read_window(self, plan: Plan, window: Window) -> None:
         limit = self.settings.page_size
         tie_at: float | None = None
+        previous_oldest = float("inf")
+        fruitless = 0
         while True:
             params = self._params(window.since, window.until, limit)
             records, size = self._fetch(plan, params)
-            self._merge(plan, records)
+            added = self._merge(plan, records)
             if size < limit:
                 return
             oldest = min((r.sent_at for r in records if r.sent_at is not None), default=None)
             if oldest is None or oldest <= window.since:
+                return
+            stalled = not added and oldest >= previous_oldest
+            fruitless = fruitless + 1 if stalled else 0
+            previous_oldest = min(previous_oldest, oldest)
+            if fruitless >= FRUITLESS_PAGES:
+                # Even a tie read two ways brings nothing new: the API is not honouring
+                # sentUntil. Stop rather than spend the account's rate limit on repeats.
+                log.warning(
+                    "the API answers the same records whatever sentUntil says; "
+                    "paging stopped page_size=%d",
+                    limit,
+                )
+                self.metrics.invalid_records.labels(reason="page_overflow").inc()
                 return
             if window.until is None or oldest + TICK < window.until - TICK / 2:
                 # One tick past the oldest: whether the API's bound is inclusive or not, every
@@ -304,13 +323,16 @@ class Poller:
             raise Stopped
 
     @staticmethod
-    def _merge(plan: Plan, records: Iterable[VoiceLog]) -> None:
-        """Add records by messageId; a final status beats a pending one."""
+    def _merge(plan: Plan, records: Iterable[VoiceLog]) -> int:
+        """Add records by messageId, a final status beating a pending one; return how many
+        messageIds were new to the plan."""
         seen = plan.records
+        before = len(seen)
         for record in records:
             known = seen.get(record.message_id)
             if known is None or (record.status.final and not known.status.final):
                 seen[record.message_id] = record
+        return len(seen) - before
 
     def _commit(self, plan: Plan) -> None:
         now = self.clock()
@@ -354,7 +376,9 @@ class Poller:
         self._sync_gauges()
 
     def _failed(self, exc: ApiError) -> None:
-        self.failures += 1
+        # The backoff counts a run of one reason: a long credential outage followed by one
+        # 5xx must not wait as long as a long run of 5xx.
+        self.failures = self.failures + 1 if exc.reason == self.last_reason else 1
         self.metrics.up.set(0)
         self.metrics.poll_errors.labels(reason=exc.reason).inc()
         if exc.reason != self.last_reason:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,6 +16,8 @@ class Answer:
     body: bytes = b'{"results": []}'
     headers: dict[str, str] = field(default_factory=dict)
     hold: threading.Event | None = None
+    trickle: float = 0.0
+    """Seconds between bytes of the body, for an answer that never quite arrives."""
 
 
 @dataclass
@@ -48,10 +51,19 @@ class FakeApi:
                 headers = {"Content-Type": "application/json", **answer.headers}
                 for key, value in headers.items():
                     self.send_header(key, value)
-                self.send_header("Content-Length", str(len(answer.body)))
+                if "Content-Length" in answer.headers:
+                    # A promised length the body will not reach: hang up after it.
+                    self.close_connection = True
+                else:
+                    self.send_header("Content-Length", str(len(answer.body)))
                 self.end_headers()
                 try:
-                    self.wfile.write(answer.body)
+                    if answer.trickle:
+                        for byte in answer.body:
+                            self.wfile.write(bytes([byte]))
+                            time.sleep(answer.trickle)
+                    else:
+                        self.wfile.write(answer.body)
                 except (BrokenPipeError, ConnectionResetError):
                     return  # the client gave up first, as a timeout test wants
 

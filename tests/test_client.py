@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import gzip
 import os
 import socket
 import threading
@@ -158,3 +159,46 @@ def test_the_rate_limiter_allows_120_calls_in_any_minute() -> None:
     waits.append(limiter.wait_time())
 
     assert waits == [30.0, 0.0]
+
+
+def test_an_answer_that_trickles_in_times_out_as_a_whole(fake_api: FakeApi) -> None:
+    """One byte every 0.2 s never trips a read timeout of 0.5 s, but the whole answer
+    must still arrive within it."""
+    body = b'{"results": []}' + b" " * 985
+    fake_api.script(Answer(body=body, trickle=0.2))
+
+    error = failure(fake_api, timeout=0.5)
+
+    assert (error.reason, error.detail) == ("timeout", "no whole answer within 0.5s")
+
+
+def test_a_compressed_answer_that_unpacks_past_64_mib_is_refused(fake_api: FakeApi) -> None:
+    """A small gzip body that would fill the memory is cut off, not read."""
+    bomb = gzip.compress(b'{"results": [' + b" " * (70 << 20) + b"]}", compresslevel=9)
+    fake_api.script(Answer(body=bomb, headers={"Content-Encoding": "gzip"}))
+
+    error = failure(fake_api)
+
+    assert (error.reason, error.detail) == ("bad_response", "answer larger than 64 MiB")
+    assert len(bomb) < 200_000
+
+
+def test_an_error_body_that_echoes_the_key_is_scrubbed(fake_api: FakeApi) -> None:
+    """Should the API quote the credential back, the log line still holds no secret."""
+    echo = b'{"requestError":{"serviceException":{"messageId":"UNAUTHORIZED","text":"bad key App '
+    fake_api.script(Answer(401, echo + API_KEY.encode() + b'"}}}'))
+
+    error = failure(fake_api)
+
+    assert error.detail == "HTTP 401: UNAUTHORIZED: bad key App ***"
+    assert API_KEY not in str(error)
+
+
+def test_a_body_cut_off_mid_way_is_a_bad_response(fake_api: FakeApi) -> None:
+    """The length promised more than came: the answer broke off."""
+    fake_api.script(Answer(body=b'{"results": [', headers={"Content-Length": "500"}))
+
+    error = failure(fake_api)
+
+    assert error.reason == "bad_response"
+    assert error.detail.startswith("the answer broke off")

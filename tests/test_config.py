@@ -49,7 +49,7 @@ def test_the_example_config_is_valid_with_its_variable_set() -> None:
         ("collector:\n  intervall: 30s\n", "config error: collector.intervall: unknown key\n"),
         (
             "collector:\n  interval: 0.5s\n",
-            "config error: collector.interval: Input should be greater than or equal to 1\n",
+            "config error: collector.interval: must be at least 1s and at most 1d\n",
         ),
         (
             "collector:\n  page_size: 1001\n",
@@ -57,8 +57,7 @@ def test_the_example_config_is_valid_with_its_variable_set() -> None:
         ),
         (
             "collector:\n  initial_lookback: 3d\n",
-            "config error: collector.initial_lookback: "
-            "Input should be less than or equal to 172800\n",
+            "config error: collector.initial_lookback: must be at least 0s and at most 2d\n",
         ),
         (
             "collector:\n  interval: soon\n",
@@ -85,9 +84,41 @@ def test_the_example_config_is_valid_with_its_variable_set() -> None:
         ),
         (
             "infobip:\n  base_url: ftp://x\n  api_key: k\n",
-            "config error: infobip.base_url: must start with https:// and name a host\n",
+            "config error: infobip.base_url: must start with https:// (or http://) "
+            "and name a host\n",
         ),
         ("server:\n  listen: nine\n", "config error: server.listen: 'nine' is not HOST:PORT\n"),
+        (
+            "collector:\n  interval: .inf\n",
+            "config error: collector.interval: inf is not a finite duration\n",
+        ),
+        (
+            "collector:\n  page_size: true\n",
+            "config error: collector.page_size: Input should be a valid integer\n",
+        ),
+        (
+            "collector:\n  interval: 5s\n  interval: 10s\n",
+            "config error: config file {path}: key 'interval' given twice (line 3)\n",
+        ),
+        (
+            "infobip:\n  base_url: https://x.api.infobip.com/tts/3/logs\n  api_key: k\n",
+            "config error: infobip.base_url: give the account's base URL, without /tts/3/logs\n",
+        ),
+        (
+            "infobip:\n  base_url: https://x.api.infobip.com\n  api_key: k\n  username: u\n",
+            "config error: infobip.api_key: give one credential: api_key, api_key_file, "
+            "or username\n",
+        ),
+        (
+            "infobip:\n  base_url: https://x.api.infobip.com\n  api_key_file: /nonexistent/k\n",
+            "config error: infobip.api_key_file: cannot read /nonexistent/k: "
+            "No such file or directory\n",
+        ),
+        (
+            "collector:\n  state_path: {folder}\n",
+            "config error: collector.state_path: is a folder; name a file in it, such as "
+            "{folder}/state.db\n",
+        ),
         (
             "- a list\n",
             "config error: config file {path}: expected a mapping of sections at the top\n",
@@ -99,11 +130,40 @@ def test_each_mistake_is_one_line_naming_the_key_and_exit_code_2(
     tmp_path: Path, text: str, line: str
 ) -> None:
     """A typo is an error, not a silent default."""
-    path = write(tmp_path, text)
+    path = write(tmp_path, text.replace("{folder}", str(tmp_path)))
 
     code, said = check(path)
 
-    assert (code, said) == (2, line.format(path=path))
+    expected = line.replace("{path}", str(path)).replace("{folder}", str(tmp_path))
+    assert (code, said) == (2, expected)
+
+
+@pytest.mark.parametrize(
+    ("content", "line"),
+    [
+        (b"# caf\xe9\ncollector: {}\n", "not UTF-8 text (byte 5)"),
+        (b"\x00" * (2 << 20), "larger than 1 MiB; is it the right file?"),
+    ],
+)
+def test_a_file_that_is_not_a_config_is_one_line_not_a_traceback(
+    tmp_path: Path, content: bytes, line: str
+) -> None:
+    """Latin-1 text, binary junk or a huge file: one line, exit code 2."""
+    path = tmp_path / "config.yaml"
+    path.write_bytes(content)
+
+    assert check(path) == (2, f"config error: config file {path}: {line}\n")
+
+
+def test_an_empty_key_file_is_a_config_error(tmp_path: Path) -> None:
+    """An empty Secret would only show up as 401s later; say it now."""
+    key = tmp_path / "key"
+    key.write_text("\n")
+    path = write(
+        tmp_path, f"infobip:\n  base_url: https://x.api.infobip.com\n  api_key_file: {key}\n"
+    )
+
+    assert check(path) == (2, f"config error: infobip.api_key_file: {key} is empty\n")
 
 
 def test_a_missing_config_file_is_a_config_error(tmp_path: Path) -> None:

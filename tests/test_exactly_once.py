@@ -12,6 +12,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import orjson
 import pytest
 
 from exporter.client import Credentials, LogsClient
@@ -19,6 +20,7 @@ from exporter.ledger import RETENTION, SqliteLedger, open_ledger
 from exporter.metrics import MessageTotals, Metrics
 from exporter.simulator import OUTCOMES, Fault, Simulator
 from tests.conftest import API_KEY, PollerFactory
+from tests.fakeapi import Answer, FakeApi
 from tests.truth import counted, expected
 
 
@@ -404,3 +406,55 @@ def test_an_unexpected_error_costs_one_poll_not_the_poll_loop(
     )
     assert "ZeroDivisionError: a defect" in caplog.text
     assert counted(poller.metrics.totals) == expected(simulator.truth())
+
+
+def test_an_api_that_ignores_sent_until_does_not_make_paging_loop(
+    fake_api: FakeApi, make_poller: PollerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The same full page whatever is asked: paging stops after a bounded number of
+    requests, says why, and what it read still counts."""
+    page = {
+        "results": [
+            {
+                "messageId": f"m-{i}",
+                "sentAt": f"2026-12-03T10:00:0{i}.000+0000",
+                "status": {"groupName": "DELIVERED", "name": "DELIVERED_TO_HANDSET"},
+            }
+            for i in range(5, 0, -1)
+        ]
+    }
+    fake_api.script(Answer(body=orjson.dumps(page)))
+    poller = make_poller(fake_api.url, page_size=5, initial_lookback=48 * 3600 - 60)
+
+    with caplog.at_level(logging.WARNING):
+        ok = poller.poll_once()
+
+    # The first page, the repeat that looks like a tie, six reads by status group, and two
+    # more repeats: then it stops.
+    assert ok is True
+    assert len(fake_api.seen) == 10
+    assert counted(poller.metrics.totals)["total"] == 5
+    assert (
+        poller.metrics.registry.get_sample_value(
+            "infobip_exporter_invalid_records_total", {"reason": "page_overflow"}
+        )
+        == 1
+    )
+    assert "the API answers the same records whatever sentUntil says" in caplog.text
+
+
+def test_the_backoff_counts_a_run_of_one_reason_only(
+    fake_api: FakeApi, make_poller: PollerFactory
+) -> None:
+    """Six rejected polls, then one 5xx: the 5xx waits one interval, not 2**6."""
+    fake_api.script(
+        *[Answer(401, b"{}")] * 6, Answer(500, b"{}"), Answer(500, b"{}"), Answer(500, b"{}")
+    )
+    poller = make_poller(fake_api.url, interval=10.0)
+
+    delays = []
+    for _ in range(9):
+        poller.poll_once()
+        delays.append(round(poller.next_delay() / 10.0))
+
+    assert delays == [1, 1, 1, 1, 1, 1, 1, 2, 4]
