@@ -254,7 +254,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"config error: collector.state_path: {exc}", file=sys.stderr)
         return 2
     if args.once:
-        ok = exporter.poller.poll_once()
+        try:
+            ok = exporter.poller.poll_once()
+        except KeyboardInterrupt:
+            return 130
         sys.stdout.write(generate_latest(exporter.metrics.registry).decode())
         exporter.ledger.close()
         return 0 if ok else 1

@@ -64,7 +64,10 @@ POLL_ERROR_REASONS = (
     "bad_response",
 )
 
-INVALID_REASONS = ("no_message_id", "no_status", "not_an_object")
+INVALID_REASONS = ("no_message_id", "no_status", "not_an_object", "unparsable", "page_overflow")
+
+MAX_LATENCY = 2 * 86400.0
+"""A delivery that took longer than the API keeps logs is a broken timestamp, not a latency."""
 
 # The most common status of each final group, so that every group is exported at 0 from the
 # start and an alert on a ratio has a series to divide by.
@@ -165,7 +168,7 @@ class MessageTotals:
                 done_at = record.done_at
                 if sent_at is not None and done_at is not None:
                     latency = done_at - sent_at
-                    if latency >= 0:
+                    if 0 <= latency <= MAX_LATENCY:
                         buckets = latencies.get(group) or series(latencies, group, LATENCY_BUCKETS)
                         buckets.counts[bisect_left(buckets.bounds, latency)] += 1
                         buckets.total += latency

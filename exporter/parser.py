@@ -18,6 +18,12 @@ import orjson
 
 log = logging.getLogger(__name__)
 
+MAX_DURATION = 86_400
+"""Seconds: no call lasts a day; a larger value is a defect and would swamp every sum."""
+
+MAX_PRICE_PER_SECOND = 1000
+"""Currency units: far above any tariff, far below a value that would swamp the cost."""
+
 PENDING_GROUPS = frozenset({"PENDING", "ACCEPTED"})
 """Status groups that are not final: the message may still change."""
 
@@ -303,7 +309,7 @@ def _new_price(amount: Any, currency: Any) -> Price | None:
         per_second = Decimal(repr(amount) if isinstance(amount, float) else str(amount))
     except InvalidOperation:
         return None
-    if not per_second.is_finite() or per_second < 0:
+    if not per_second.is_finite() or not 0 <= per_second <= MAX_PRICE_PER_SECOND:
         return None
     return Price(per_second=per_second, currency=_text(currency) or "UNKNOWN")
 
@@ -311,7 +317,7 @@ def _new_price(amount: Any, currency: Any) -> Price | None:
 def _duration(raw: Any) -> int | None:
     if isinstance(raw, bool) or not isinstance(raw, (int, float)):
         return None
-    if raw < 0 or raw != raw:
+    if not 0 <= raw <= MAX_DURATION:  # also refuses NaN
         return None
     return int(raw)
 

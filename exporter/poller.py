@@ -111,6 +111,7 @@ class Poller:
         self.last_reason: str | None = ""
         self._plan: Plan | None = None
         self._next: tuple[LogsClient, PollSettings] | None = None
+        self._warned: set[str] = set()
         self._sync_gauges()
 
     def reconfigure(self, client: LogsClient, settings: PollSettings) -> None:
@@ -297,7 +298,13 @@ class Poller:
                 if exc.reason != "rate_limited" or attempt >= self.settings.rate_retries:
                     raise
                 delay = self._retry_delay(exc.retry_after, attempt)
-                log.debug("rate limited, waiting seconds=%.2f attempt=%d", delay, attempt + 1)
+                level = logging.INFO if attempt == 0 else logging.DEBUG
+                log.log(
+                    level,
+                    "throttled by the API, waiting seconds=%.1f attempt=%d",
+                    delay,
+                    attempt + 1,
+                )
                 self._wait(delay)
                 attempt += 1
                 continue
@@ -306,10 +313,11 @@ class Poller:
             except BadResponseError as exc:
                 raise ApiError("bad_response", str(exc)) from exc
             for reason, count in page.invalid.items():
+                # Each poll returns the same bad record again: say so once, then quietly.
                 self.metrics.invalid_records.labels(reason=reason).inc(count)
-                log.warning(
-                    "skipped records without a usable form reason=%s count=%d", reason, count
-                )
+                level = logging.DEBUG if reason in self._warned else logging.WARNING
+                self._warned.add(reason)
+                log.log(level, "skipped unusable records reason=%s count=%d", reason, count)
             return page.records, page.size
 
     def _retry_delay(self, retry_after: float | None, attempt: int) -> float:

@@ -536,7 +536,10 @@ def _fault_answer(fault: Fault) -> tuple[int, dict[str, str], bytes]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Serve a simulated Infobip voice logs API.")
+    parser = argparse.ArgumentParser(
+        prog="python -m exporter.simulator",
+        description="Serve a simulated Infobip voice logs API.",
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9878)
     parser.add_argument("--rate", type=float, default=2.0, help="messages a second")

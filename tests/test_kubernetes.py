@@ -306,9 +306,14 @@ def test_the_config_and_key_files_are_where_the_exporter_reads_them(overlay: str
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_the_exporter_accepts_the_config_map_config(overlay: str, tmp_path: Path) -> None:
-    """`python -m exporter --check-config` exits 0 on the configuration the cluster gets."""
+    """`python -m exporter --check-config` exits 0 on the configuration the cluster gets,
+    with the Secret's key file where the pod mounts it (here, in a temporary folder)."""
+    config = yaml.safe_load(the_one(overlay, "ConfigMap")["data"]["config.yaml"])
+    key_file = tmp_path / "api-key"
+    key_file.write_text("placeholder-key\n")
+    config["infobip"]["api_key_file"] = str(key_file)
     config_file = tmp_path / "config.yaml"
-    config_file.write_text(the_one(overlay, "ConfigMap")["data"]["config.yaml"])
+    config_file.write_text(yaml.safe_dump(config))
 
     result = subprocess.run(
         [sys.executable, "-m", "exporter", "--check-config", "--config", str(config_file)],

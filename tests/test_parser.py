@@ -200,3 +200,43 @@ def test_an_answer_without_results_is_an_empty_page() -> None:
     """`{}` or `{"results": null}` means no logs matched."""
     assert parse_page(b'{"results": null}').records == []
     assert parse_page(b"{}").size == 0
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("duration", 1e30),
+        ("duration", 86_401),
+        ("duration", -5),
+        ("duration", "30"),
+        ("price", {"pricePerSecond": 1e300, "currency": "EUR"}),
+        ("price", {"pricePerSecond": -0.01, "currency": "EUR"}),
+        ("price", {"pricePerSecond": "abc", "currency": "EUR"}),
+    ],
+)
+def test_an_impossible_value_drops_that_field_and_keeps_the_message(
+    field: str, value: object
+) -> None:
+    """A call of 1e30 seconds would swamp every sum for good; the message still counts."""
+    raw = {"messageId": "m-9", "status": {"groupName": "DELIVERED"}, field: value}
+
+    record = parse_page(orjson.dumps({"results": [raw]})).records[0]
+
+    assert (record.message_id, record.duration, record.price) == ("m-9", None, None)
+
+
+def test_a_status_whose_group_id_is_a_list_is_skipped_not_a_crash() -> None:
+    """An unhashable groupId without a groupName: that record is unusable, the rest count."""
+    body = orjson.dumps(
+        {
+            "results": [
+                {"messageId": "bad", "status": {"groupId": [], "name": "X"}},
+                {"messageId": "good", "status": {"groupId": 3, "name": "DELIVERED_TO_HANDSET"}},
+            ]
+        }
+    )
+
+    page = parse_page(body)
+
+    assert [r.message_id for r in page.records] == ["good"]
+    assert page.invalid == {"no_status": 1}
