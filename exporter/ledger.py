@@ -98,9 +98,6 @@ class Ledger:
             self._changed(message_id)
         return len(lost)
 
-    def oldest_pending(self) -> float | None:
-        return min(self.pending.values(), default=None)
-
     def pending_before(self, moment: float) -> list[str]:
         """Pending messageIds sent before `moment`, oldest first."""
         older = [(anchor, mid) for mid, anchor in self.pending.items() if anchor < moment]
