@@ -192,7 +192,9 @@ def load(path: Path | None, demo: bool = False) -> Config:
         except OSError as exc:
             raise ConfigError(f"config file {path}: {exc.strerror}") from exc
         except UnicodeDecodeError as exc:
-            raise ConfigError(f"config file {path}: not UTF-8 text (byte {exc.start})") from exc
+            raise ConfigError(
+                f"config file {path}: not UTF-8 text (at offset {exc.start})"
+            ) from exc
         except _DuplicateKeyError as exc:
             raise ConfigError(f"config file {path}: {exc}") from exc
         except yaml.YAMLError as exc:

@@ -192,10 +192,17 @@ class Poller:
         if previous is None:
             return Plan(now, steps, unread=unread)
         # Resume: read what is new since the interrupted poll began, then finish its steps.
+        # A window it never started reaches up to the newest record too, so it folds into
+        # the fresh one: a long run of failed polls leaves one window, not one per poll.
         fresh = Window(max(previous.started - settings.overlap, since))
-        kept = [s for s in previous.steps if isinstance(s, Window)]
-        for step in kept:
-            step.since = max(step.since, oldest_readable)
+        kept: list[Window | Lookup] = []
+        for step in previous.steps:
+            if isinstance(step, Window):
+                step.since = max(step.since, oldest_readable)
+                if step.until is None:
+                    fresh.since = min(fresh.since, step.since)
+                else:
+                    kept.append(step)
         return Plan(now, [fresh, *kept, *steps[1:]], previous.records, unread=unread)
 
     def _execute(self, plan: Plan) -> None:
@@ -226,18 +233,18 @@ class Poller:
             previous_oldest = min(previous_oldest, oldest)
             if fruitless >= FRUITLESS_PAGES:
                 # Even a tie read two ways brings nothing new: the API is not honouring
-                # sentUntil. Stop rather than spend the account's rate limit on repeats.
-                log.warning(
-                    "the API answers the same records whatever sentUntil says; "
-                    "paging stopped page_size=%d",
-                    limit,
-                )
-                self.metrics.invalid_records.labels(reason="page_overflow").inc()
+                # sentUntil.
+                self._give_up_paging(limit)
                 return
             if window.until is None or oldest + TICK < window.until - TICK / 2:
                 # One tick past the oldest: whether the API's bound is inclusive or not, every
                 # record of that millisecond comes back, and merging drops the repeats.
                 window.until = oldest + TICK
+            elif max(r.sent_at or oldest for r in records) - oldest > TICK * 1.5:
+                # Not one millisecond, yet the page did not move back in time: the API is
+                # not honouring sentUntil. Stop rather than spend the rate limit on repeats.
+                self._give_up_paging(limit)
+                return
             elif tie_at != oldest:
                 # The page holds nothing but one millisecond, which no sentUntil can page
                 # through: read it by status group, then step past it.
@@ -247,6 +254,13 @@ class Poller:
             else:
                 # The bound turned out to be inclusive: step one tick further.
                 window.until = oldest - TICK
+
+    def _give_up_paging(self, limit: int) -> None:
+        log.warning(
+            "the API answers the same records whatever sentUntil says; paging stopped page_size=%d",
+            limit,
+        )
+        self.metrics.invalid_records.labels(reason="page_overflow").inc()
 
     def _read_tie(self, plan: Plan, moment: float) -> None:
         limit = self.settings.page_size

@@ -467,7 +467,7 @@ class Simulator:
             def log_message(self, format: str, *args: Any) -> None:
                 return
 
-        self.server = ThreadingHTTPServer((host, port), Handler)
+        self.server = _QuietServer((host, port), Handler)
         self.server.daemon_threads = True
         threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
         self.url = f"http://{host}:{self.server.server_address[1]}"
@@ -478,6 +478,13 @@ class Simulator:
             self.server.shutdown()
             self.server.server_close()
             self.server = None
+
+
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hung up (a timeout test, a stopped exporter) is no news."""
 
 
 class _Filters:

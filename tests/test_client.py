@@ -7,12 +7,14 @@ import gzip
 import os
 import socket
 import threading
+import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from exporter.client import ApiError, Credentials, LogsClient, RateLimiter
-from tests.conftest import API_KEY
+from tests.conftest import API_KEY, FIXTURES
 from tests.fakeapi import Answer, FakeApi
 
 
@@ -172,14 +174,14 @@ def test_an_answer_that_trickles_in_times_out_as_a_whole(fake_api: FakeApi) -> N
     assert (error.reason, error.detail) == ("timeout", "no whole answer within 0.5s")
 
 
-def test_a_compressed_answer_that_unpacks_past_64_mib_is_refused(fake_api: FakeApi) -> None:
+def test_a_compressed_answer_that_unpacks_past_16_mib_is_refused(fake_api: FakeApi) -> None:
     """A small gzip body that would fill the memory is cut off, not read."""
     bomb = gzip.compress(b'{"results": [' + b" " * (70 << 20) + b"]}", compresslevel=9)
     fake_api.script(Answer(body=bomb, headers={"Content-Encoding": "gzip"}))
 
     error = failure(fake_api)
 
-    assert (error.reason, error.detail) == ("bad_response", "answer larger than 64 MiB")
+    assert (error.reason, error.detail) == ("bad_response", "answer larger than 16 MiB")
     assert len(bomb) < 200_000
 
 
@@ -202,3 +204,18 @@ def test_a_body_cut_off_mid_way_is_a_bad_response(fake_api: FakeApi) -> None:
 
     assert error.reason == "bad_response"
     assert error.detail.startswith("the answer broke off")
+
+
+@pytest.mark.parametrize(
+    ("encoding", "pack"),
+    [("gzip", gzip.compress), ("deflate", zlib.compress), ("identity", lambda b: b)],
+)
+def test_a_compressed_answer_is_unpacked(
+    fake_api: FakeApi, encoding: str, pack: Callable[[bytes], bytes]
+) -> None:
+    """gzip and deflate, as the client asks for them, come back as the plain body."""
+    body = (FIXTURES / "doc_example_two_records.json").read_bytes()
+    fake_api.script(Answer(body=pack(body), headers={"Content-Encoding": encoding}))
+
+    assert fetch(fake_api) == body
+    assert fake_api.seen[0].headers["Accept-Encoding"] == "gzip, deflate"

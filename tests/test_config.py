@@ -141,7 +141,7 @@ def test_each_mistake_is_one_line_naming_the_key_and_exit_code_2(
 @pytest.mark.parametrize(
     ("content", "line"),
     [
-        (b"# caf\xe9\ncollector: {}\n", "not UTF-8 text (byte 5)"),
+        (b"# caf\xe9\ncollector: {}\n", "not UTF-8 text (at offset 5)"),
         (b"\x00" * (2 << 20), "larger than 1 MiB; is it the right file?"),
     ],
 )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import orjson
@@ -408,8 +408,24 @@ def test_an_unexpected_error_costs_one_poll_not_the_poll_loop(
     assert counted(poller.metrics.totals) == expected(simulator.truth())
 
 
+@pytest.mark.parametrize(
+    ("second", "requests", "overflows"),
+    [
+        # Five timestamps: the repeat shows at once that sentUntil was ignored.
+        (lambda i: i, 2, 1),
+        # One timestamp: it looks like a tie first (read six ways by status group, each
+        # full), then two more repeats end it.
+        (lambda i: 1, 10, 2),
+    ],
+    ids=["five-timestamps", "one-timestamp"],
+)
 def test_an_api_that_ignores_sent_until_does_not_make_paging_loop(
-    fake_api: FakeApi, make_poller: PollerFactory, caplog: pytest.LogCaptureFixture
+    fake_api: FakeApi,
+    make_poller: PollerFactory,
+    caplog: pytest.LogCaptureFixture,
+    second: Callable[[int], int],
+    requests: int,
+    overflows: int,
 ) -> None:
     """The same full page whatever is asked: paging stops after a bounded number of
     requests, says why, and what it read still counts."""
@@ -417,7 +433,7 @@ def test_an_api_that_ignores_sent_until_does_not_make_paging_loop(
         "results": [
             {
                 "messageId": f"m-{i}",
-                "sentAt": f"2026-12-03T10:00:0{i}.000+0000",
+                "sentAt": f"2026-12-03T10:00:0{second(i)}.000+0000",
                 "status": {"groupName": "DELIVERED", "name": "DELIVERED_TO_HANDSET"},
             }
             for i in range(5, 0, -1)
@@ -429,19 +445,28 @@ def test_an_api_that_ignores_sent_until_does_not_make_paging_loop(
     with caplog.at_level(logging.WARNING):
         ok = poller.poll_once()
 
-    # The first page, the repeat that looks like a tie, six reads by status group, and two
-    # more repeats: then it stops.
     assert ok is True
-    assert len(fake_api.seen) == 10
+    assert len(fake_api.seen) == requests
     assert counted(poller.metrics.totals)["total"] == 5
-    # Once for the "tie" whose reads by status group came back full, once for stopping.
-    assert (
-        poller.metrics.registry.get_sample_value(
-            "infobip_exporter_invalid_records_total", {"reason": "page_overflow"}
-        )
-        == 2
+    overflow = poller.metrics.registry.get_sample_value(
+        "infobip_exporter_invalid_records_total", {"reason": "page_overflow"}
     )
+    assert overflow == overflows
     assert "the API answers the same records whatever sentUntil says" in caplog.text
+
+
+def test_recovery_after_a_long_run_of_failed_polls_costs_one_request(
+    fake_api: FakeApi, make_poller: PollerFactory
+) -> None:
+    """Forty rejected polls leave one window to read, not forty."""
+    fake_api.script(*[Answer(401, b"{}")] * 40, Answer(body=b'{"results": []}'))
+    poller = make_poller(fake_api.url)
+    for _ in range(40):
+        poller.poll_once()
+    before = len(fake_api.seen)
+
+    assert poller.poll_once() is True
+    assert len(fake_api.seen) - before == 1
 
 
 def test_the_backoff_counts_a_run_of_one_reason_only(
