@@ -28,7 +28,7 @@ PASSES = 3
 """Ingest passes over the same records; the fastest is reported, as timeit does, because
 other load on the machine only ever slows a pass down."""
 BURSTS = (0, 1, 999, 1000, 1001, 5000, 10000)
-COMMAND = "make bench  (or: .venv/bin/python bench/run.py)"
+COMMAND = "make bench"
 
 
 @dataclass
@@ -246,7 +246,7 @@ def main() -> int:
             "",
             *(f"- {line}" for line in about),
             f"- Ran in {elapsed:.0f} s on {time.strftime('%Y-%m-%d', time.gmtime())}; "
-            f"reproduce with `{COMMAND}`.",
+            f"reproduce with `{COMMAND}` (or `.venv/bin/python bench/run.py`).",
         ]
     )
     print(report)
