@@ -188,7 +188,8 @@ def load(path: Path | None, demo: bool = False) -> Config:
                 data = file.read(MAX_CONFIG_BYTES + 1)
             if len(data) > MAX_CONFIG_BYTES:
                 raise ConfigError(f"config file {path}: larger than 1 MiB; is it the right file?")
-            raw = yaml.load(data.decode("utf-8"), _UniqueKeyLoader) or {}  # noqa: S506 (a SafeLoader)
+            # _UniqueKeyLoader is a SafeLoader, so this is yaml.safe_load with one more check.
+            raw = yaml.load(data.decode("utf-8"), _UniqueKeyLoader) or {}  # noqa: S506
         except OSError as exc:
             raise ConfigError(f"config file {path}: {exc.strerror}") from exc
         except UnicodeDecodeError as exc:
