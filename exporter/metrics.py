@@ -81,19 +81,6 @@ _FIRST_STATUS = {
 
 _ZERO = Decimal(0)
 
-_PRICE_INDEX: dict[Decimal, tuple[int, float]] = {}
-"""The bucket and float value of each per-second price seen: float(Decimal) costs more than
-the rest of counting a price, and an account has few distinct prices."""
-
-
-def _price_index(per_second: Decimal) -> tuple[int, float]:
-    value = float(per_second)
-    found = (bisect_left(PRICE_BUCKETS, value), value)
-    if len(_PRICE_INDEX) >= 4096:
-        _PRICE_INDEX.clear()
-    _PRICE_INDEX[per_second] = found
-    return found
-
 
 @dataclass
 class Buckets:
@@ -178,11 +165,8 @@ class MessageTotals:
                     per_second = price.per_second
                     currency = price.currency
                     buckets = prices.get(currency) or series(prices, currency, PRICE_BUCKETS)
-                    found = _PRICE_INDEX.get(per_second)
-                    if found is None:
-                        found = _price_index(per_second)
-                    buckets.counts[found[0]] += 1
-                    buckets.total += found[1]
+                    buckets.counts[bisect_left(PRICE_BUCKETS, price.as_float)] += 1
+                    buckets.total += price.as_float
                     if duration is not None:
                         cost[currency] = cost.get(currency, _ZERO) + per_second * duration
 

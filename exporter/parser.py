@@ -9,7 +9,7 @@ becomes `None` and the later steps decide what that means.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -74,6 +74,11 @@ class Error:
 class Price:
     per_second: Decimal
     currency: str
+    as_float: float = field(init=False, compare=False, repr=False)
+    """The price as a float, for histogram buckets; computed once, as Prices are shared."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "as_float", float(self.per_second))
 
 
 @dataclass(slots=True)
